@@ -1,0 +1,51 @@
+"""Orthogonalizers: tensor -> approximate polar factor ``U V^T`` (pure tensor maths).
+
+Kernels:
+    * :func:`newton_schulz` -- odd quintic iteration with a per-step coefficient schedule
+      ("jordan", "you", "polar_express", "polar_express_dion", "cubic", or your own list).
+    * :func:`gram_newton_schulz` -- the same iteration run on the small Gram matrix.
+    * :func:`svd_polar` -- exact polar factor by SVD (reference).
+    * :func:`polar_express_coefficients` -- the Polar Express minimax schedule generator.
+
+Registry: :func:`resolve` (name or callable -> ``f(X, steps, dtype)``) and :func:`available`.
+This package imports nothing else from muonlab.
+
+References:
+    Keller Jordan, Muon (2024), https://github.com/KellerJordan/Muon.
+    Amsel, Persson, Musco, Gower, "The Polar Express", arXiv 2505.16932.
+    Zhang, Amsel, Chen, Dao, "Gram Newton-Schulz" (2026), https://github.com/Dao-AILab/gram-newton-schulz.
+"""
+
+from muonlab.orth.gram import gram_newton_schulz
+from muonlab.orth.polynomial import newton_schulz
+from muonlab.orth.registry import Orthogonalizer, available, resolve
+from muonlab.orth.schedules import (
+    CUBIC,
+    DEFAULT_PRESCALE,
+    JORDAN,
+    POLAR_EXPRESS,
+    POLAR_EXPRESS_DION,
+    POLAR_EXPRESS_RAW,
+    SCHEDULES,
+    YOU,
+    apply_safety,
+)
+from muonlab.orth.svd import svd_polar
+
+__all__ = [
+    "CUBIC",
+    "DEFAULT_PRESCALE",
+    "JORDAN",
+    "POLAR_EXPRESS",
+    "POLAR_EXPRESS_DION",
+    "POLAR_EXPRESS_RAW",
+    "SCHEDULES",
+    "YOU",
+    "Orthogonalizer",
+    "apply_safety",
+    "available",
+    "gram_newton_schulz",
+    "newton_schulz",
+    "resolve",
+    "svd_polar",
+]

@@ -1,0 +1,107 @@
+"""Gram Newton-Schulz: the same odd-polynomial iteration, run on the small Gram matrix.
+
+With ``X_t = Q_t X_0`` and ``R_t = X_t X_t^T`` (k x k, k = min(m, n)), one step
+``X <- (aI + Z) X`` with ``Z = bR + cR^2`` becomes ``Q <- (aI + Z) Q`` and
+``R <- (aI + Z) R (aI + Z)``: only k x k products until the final ``Q X_0`` (one
+k x k times k x K product). All of Q, R, Z are polynomials in ``R_0``, so they
+commute and the result equals ``newton_schulz`` in exact arithmetic. Restarts
+(re-forming ``X = Q X``, ``R = X X^T``) bound the round-off that accumulates in R.
+
+References:
+    Zhang, Amsel, Chen, Dao, "Gram Newton-Schulz" (2026), blog
+        dao-ailab.github.io/blog/2026/gram-newton-schulz;
+        https://github.com/Dao-AILab/gram-newton-schulz (HEAD f08f25e). Spec §7.6.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from muonlab.orth.polynomial import check_compute_dtype, check_matrix, newton_schulz, normalize
+from muonlab.orth.schedules import Triple, get_schedule
+
+
+def gram_newton_schulz(
+    X: Tensor,
+    schedule: str | Sequence[Triple] = "you",
+    steps: int = 5,
+    *,
+    restarts: Sequence[int] = (2,),
+    dtype: torch.dtype | None = None,
+    prescale: float | None = None,
+    eps: float = 1e-7,
+) -> Tensor:
+    """Odd-polynomial polar approximation iterated on the Gram matrix (spec §7.6).
+
+    Algorithm (per matrix, wide ``k x K`` after an optional transpose)::
+
+        X <- X / (s ||X||_F + eps);  R <- X X^T;  Q <- none
+        for t = 0..T-1 with (a, b, c):
+            if t in restarts and t > 0:  X <- Q X;  R <- X X^T;  Q <- none
+            Z <- bR + cR^2
+            Q <- Z + aI  if Q is none  else  Z Q + aQ
+            if t < T-1 and t+1 not in restarts:  R <- (Z + aI) R (Z + aI)
+        X <- Q X
+
+    Square matrices fall back to :func:`newton_schulz` (no k < K saving to be had).
+
+    Args:
+        X: tensor of shape (..., m, n).
+        schedule: schedule name or sequence of ``(a, b, c)``, as in :func:`newton_schulz`.
+        steps: number of iterations (>= 0).
+        restarts: iteration indices at which X and R are re-formed from Q (Dao-AILab default (2,)).
+        dtype: compute dtype (None: ``X.dtype``); the reference package uses fp16.
+        prescale: normalisation safety factor (None: the schedule's default).
+        eps: added to the scaled Frobenius norm.
+
+    Returns:
+        Tensor of ``X``'s shape and dtype, equal to ``newton_schulz(X, schedule, steps)`` up to round-off.
+
+    References:
+        Zhang, Amsel, Chen, Dao (2026), https://github.com/Dao-AILab/gram-newton-schulz.
+    """
+    check_matrix(X)
+    check_compute_dtype(dtype)
+    triples, default_prescale = get_schedule(schedule)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
+    try:
+        restart_set = {int(r) for r in restarts}
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"restarts must be a sequence of ints, got {restarts!r}") from err
+    if any(r < 0 for r in restart_set):
+        raise ValueError(f"restarts must be >= 0, got {restarts!r}")
+    m, n = X.shape[-2], X.shape[-1]
+    if m == n or X.numel() == 0 or steps == 0:
+        return newton_schulz(X, triples, steps, dtype=dtype, prescale=prescale if prescale is not None else default_prescale, eps=eps)
+    prescale = default_prescale if prescale is None else float(prescale)
+
+    out_dtype, transposed = X.dtype, m > n
+    Y = X.mT if transposed else X  # (..., k, K), k < K
+    Y = normalize(Y, prescale, eps, dtype)
+    lead, (k, K) = Y.shape[:-2], Y.shape[-2:]
+    Y = Y.reshape(-1, k, K)  # (B, k, K)
+    eye = torch.eye(k, dtype=Y.dtype, device=Y.device).expand(Y.shape[0], k, k)
+
+    R = torch.bmm(Y, Y.mT)  # (B, k, k)
+    Q: Tensor | None = None
+    for t in range(steps):
+        a, b, c = triples[min(t, len(triples) - 1)]
+        if t > 0 and t in restart_set and Q is not None:
+            # Restart: fold Q into X and re-form R exactly, discarding accumulated drift.
+            Y = torch.bmm(Q, Y)
+            R = torch.bmm(Y, Y.mT)
+            Q = None
+        Z = b * R if c == 0.0 else torch.baddbmm(R, R, R, beta=b, alpha=c)  # bR + cR^2
+        Q = Z + a * eye if Q is None else torch.baddbmm(Q, Z, Q, beta=a, alpha=1.0)  # (aI + Z) Q
+        if t < steps - 1 and (t + 1) not in restart_set:
+            RZ = torch.baddbmm(R, R, Z, beta=a, alpha=1.0)  # R (Z + aI)
+            R = torch.baddbmm(RZ, Z, RZ, beta=a, alpha=1.0)  # (Z + aI) R (Z + aI)
+    assert Q is not None  # steps >= 1 here
+    Y = torch.bmm(Q, Y).reshape(*lead, k, K)
+    if transposed:
+        Y = Y.mT
+    return Y.to(out_dtype)

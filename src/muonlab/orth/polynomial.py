@@ -1,0 +1,129 @@
+"""Odd-polynomial (Newton-Schulz-type) iteration towards the polar factor.
+
+For ``X = U S V^T``, one step ``X <- a X + (b A + c A^2) X`` with ``A = X X^T`` maps
+``X`` to ``U p(S) V^T`` with ``p(s) = a s + b s^3 + c s^5``: singular vectors are
+kept and every singular value goes through the same scalar polynomial. Composing
+well-chosen polynomials drives all singular values towards 1, i.e. ``X`` towards
+``msign(X) = U V^T``, using matmuls only (spec §7.1).
+
+References:
+    Keller Jordan, "Muon: An optimizer for hidden layers in neural networks" (2024),
+        https://github.com/KellerJordan/Muon.
+    Amsel, Persson, Musco, Gower, "The Polar Express", arXiv 2505.16932.
+    Higham, "Functions of Matrices: Theory and Computation", SIAM 2008, ch. 8.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from muonlab.orth.schedules import Triple, get_schedule
+
+
+def check_matrix(X: Tensor) -> None:
+    """Raise ValueError unless ``X`` is a real floating tensor of shape (..., m, n)."""
+    if not isinstance(X, Tensor):
+        raise ValueError(f"X must be a torch.Tensor, got {type(X).__name__}")
+    if X.ndim < 2:
+        raise ValueError(f"X must have shape (..., m, n) with ndim >= 2, got shape {tuple(X.shape)}")
+    if not X.is_floating_point():
+        raise ValueError(f"X must be a real floating-point tensor, got dtype {X.dtype}")
+
+
+def check_compute_dtype(dtype: torch.dtype | None) -> None:
+    """Raise ValueError unless ``dtype`` is None or a floating dtype."""
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"dtype must be None or a floating torch.dtype, got {dtype!r}")
+
+
+def normalize(X: Tensor, prescale: float, eps: float, dtype: torch.dtype | None) -> Tensor:
+    """Return ``X / (prescale * ||X||_F + eps)`` per matrix, cast to the compute dtype.
+
+    The norm and the division run in fp32 (fp64 when ``X`` or ``dtype`` is fp64) so that
+    a bf16 input or compute dtype does not lose the scale before the cast; a zero
+    denominator (zero matrix with ``eps = 0``) is replaced by 1 so zeros stay zeros.
+    """
+    if prescale <= 0:
+        raise ValueError(f"prescale must be > 0, got {prescale!r}")
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0, got {eps!r}")
+    norm_dtype = torch.promote_types(X.dtype, torch.float32)
+    if dtype is not None:
+        norm_dtype = torch.promote_types(norm_dtype, dtype)
+    Xn = X.to(norm_dtype)
+    denom = prescale * torch.linalg.matrix_norm(Xn, ord="fro", keepdim=True) + eps  # (..., 1, 1)
+    denom = torch.where(denom > 0, denom, torch.ones_like(denom))  # no host sync, no NaN
+    return (Xn / denom).to(dtype if dtype is not None else X.dtype)
+
+
+def _iterate(X: Tensor, triples: Sequence[Triple], steps: int) -> Tensor:
+    """Run ``steps`` odd-quintic steps on a wide stack ``X`` of shape (B, k, K), k <= K."""
+    for t in range(steps):
+        a, b, c = triples[min(t, len(triples) - 1)]  # steps beyond the list reuse the last entry
+        A = torch.bmm(X, X.mT)  # (B, k, k), the small Gram side
+        if c == 0.0:
+            B = b * A  # cubic: skip the A @ A product
+        else:
+            B = torch.baddbmm(A, A, A, beta=b, alpha=c)  # b*A + c*A@A
+        X = torch.baddbmm(X, B, X, beta=a, alpha=1.0)  # a*X + B@X
+    return X
+
+
+def newton_schulz(
+    X: Tensor,
+    schedule: str | Sequence[Triple] = "jordan",
+    steps: int = 5,
+    *,
+    dtype: torch.dtype | None = None,
+    prescale: float | None = None,
+    eps: float = 1e-7,
+) -> Tensor:
+    """Approximate the polar factor ``U V^T`` of every matrix in ``X`` by an odd quintic iteration.
+
+    Algorithm (per matrix, spec §7.1)::
+
+        X <- X^T if m > n                      # iterate on the small Gram side
+        X <- X / (s ||X||_F + eps)             # fp32 (fp64 for fp64 input), then cast to dtype
+        for t in 1..steps:  (a, b, c) = schedule[min(t, len) - 1]
+            A <- X X^T;  X <- a X + (b A + c A^2) X
+        undo the transpose; cast back to X.dtype
+
+    Args:
+        X: tensor of shape (..., m, n); leading dims are a batch.
+        schedule: a name from ``muonlab.orth.SCHEDULES`` ("jordan", "you", "polar_express",
+            "polar_express_dion", "cubic") or a sequence of ``(a, b, c)`` triples.
+        steps: number of iterations (>= 0); steps past the end of the schedule reuse its last entry.
+        dtype: compute dtype of the iteration (None: ``X.dtype``), e.g. ``torch.bfloat16``.
+        prescale: safety factor ``s`` of the normalisation; None uses the schedule's own
+            default (1.0 jordan/you/cubic, 1.01 polar_express, 1.02 polar_express_dion,
+            1.0 for user sequences).
+        eps: added to the scaled norm; keeps zero matrices at zero.
+
+    Returns:
+        Tensor of ``X``'s shape and dtype.
+
+    References:
+        Keller Jordan, Muon (2024), https://github.com/KellerJordan/Muon.
+        Amsel et al., "The Polar Express", arXiv 2505.16932.
+    """
+    check_matrix(X)
+    check_compute_dtype(dtype)
+    triples, default_prescale = get_schedule(schedule)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
+    prescale = default_prescale if prescale is None else float(prescale)
+
+    shape, out_dtype = X.shape, X.dtype
+    if X.numel() == 0:
+        return X.clone()  # empty batch or a 0-sized side: nothing to orthogonalize
+    transposed = shape[-2] > shape[-1]
+    Y = X.mT if transposed else X  # (..., k, K) with k <= K: Gram matrices are k x k
+    Y = normalize(Y, prescale, eps, dtype)
+    lead = Y.shape[:-2]
+    Y = _iterate(Y.reshape(-1, *Y.shape[-2:]), triples, steps).reshape(*lead, *Y.shape[-2:])
+    if transposed:
+        Y = Y.mT
+    return Y.to(out_dtype)
