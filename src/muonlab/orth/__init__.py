@@ -17,6 +17,7 @@ References:
 """
 
 from muonlab.orth.gram import gram_newton_schulz
+from muonlab.orth.polar_express import PAPER_CUSHION, optimal_quintic, polar_express_coefficients
 from muonlab.orth.polynomial import newton_schulz
 from muonlab.orth.registry import Orthogonalizer, available, resolve
 from muonlab.orth.schedules import (
@@ -36,6 +37,7 @@ __all__ = [
     "CUBIC",
     "DEFAULT_PRESCALE",
     "JORDAN",
+    "PAPER_CUSHION",
     "POLAR_EXPRESS",
     "POLAR_EXPRESS_DION",
     "POLAR_EXPRESS_RAW",
@@ -46,6 +48,8 @@ __all__ = [
     "available",
     "gram_newton_schulz",
     "newton_schulz",
+    "optimal_quintic",
+    "polar_express_coefficients",
     "resolve",
     "svd_polar",
 ]

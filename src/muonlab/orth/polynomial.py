@@ -54,7 +54,12 @@ def normalize(X: Tensor, prescale: float, eps: float, dtype: torch.dtype | None)
     if dtype is not None:
         norm_dtype = torch.promote_types(norm_dtype, dtype)
     Xn = X.to(norm_dtype)
-    denom = prescale * torch.linalg.matrix_norm(Xn, ord="fro", keepdim=True) + eps  # (..., 1, 1)
+    # ||X||_F = amax * ||X / amax||_F: the sum of squares of raw entries above ~1.8e19 would
+    # overflow fp32 (and send X to 0), so scale by the largest entry first; one cheap reduction.
+    amax = Xn.abs().amax(dim=(-2, -1), keepdim=True)  # (..., 1, 1)
+    amax = torch.where(amax > 0, amax, torch.ones_like(amax))
+    norm = torch.linalg.matrix_norm(Xn / amax, ord="fro", keepdim=True) * amax
+    denom = prescale * norm + eps  # (..., 1, 1)
     denom = torch.where(denom > 0, denom, torch.ones_like(denom))  # no host sync, no NaN
     return (Xn / denom).to(dtype if dtype is not None else X.dtype)
 
