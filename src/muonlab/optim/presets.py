@@ -1,0 +1,118 @@
+"""Public optimizer classes: short presets over the chain shell.
+
+Each preset fixes the chain of stages for its orthogonal groups and the defaults of both group
+kinds; everything else (bucketing, state, validation plumbing, the AdamW part) is the shell's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from .. import stages as S
+from .shell import ChainOptimizer
+
+
+def adamw_defaults(lr: float, betas: tuple[float, float], eps: float, weight_decay: float) -> dict[str, Any]:
+    """Hyperparameters of the AdamW groups of a preset."""
+    return {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay}
+
+
+class Muon(ChainOptimizer):
+    r"""Muon: momentum, orthogonalized by Newton–Schulz, scaled by shape.
+
+    .. code-block:: text
+
+        for each hidden matrix W (m x n view) with gradient G:
+            M  <- mu M + (1 - mu) G                       # EMA momentum (momentum_form="ema")
+            U  <- (1 - mu) G + mu M   if nesterov else M
+            O  <- Orth(U)                                 # ns_steps of the orthogonalizer, in ns_dtype
+            W  <- W (1 - lr wd)                           # decoupled decay, unadjusted lr
+            W  <- W - lr * s(m, n) * O
+        s = sqrt(max(1, m/n))    adjust_lr="spectral" (Keller Jordan; lr ~ 0.02)
+          = 0.2 sqrt(max(m, n))  adjust_lr="rms"      (Moonlight; reuse AdamW's lr ~ 1e-3 and wd)
+          = 1                    adjust_lr="none"
+        every other parameter (embeddings, head, 1-D): AdamW with adamw_lr, adamw_betas, ...
+
+    Args:
+        params: ``muonlab.param_groups(model)`` (recommended) or a plain iterable of tensors.
+        lr: learning rate of the orthogonal groups (default 0.02, Jordan's spectral units).
+        momentum: ``mu`` (0.95).
+        nesterov: Nesterov mix (True).
+        weight_decay: decoupled decay (0, as in Jordan's class; his README uses 0.01).
+        ns_steps: orthogonalizer iterations (5).
+        orthogonalizer: registry name (``"newton_schulz"``, ``"polar_express"``, ``"svd"``, ...) or a
+            callable ``X -> Orth(X)``.
+        ns_dtype: compute dtype of the iteration (``"bfloat16"``; fp64 parameters always use fp64).
+        adjust_lr: ``"spectral"`` | ``"rms"`` | ``"none"`` (see above).
+        momentum_form: ``"ema"`` or ``"sum"`` (identical after orthogonalization).
+        batch_3d: treat 3-D parameters as batches of matrices.
+        adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay: the AdamW part (Jordan's
+            ``MuonWithAuxAdam`` defaults: 3e-4, (0.9, 0.95), 1e-10, 0).
+
+    References:
+        Keller Jordan et al., "Muon: An optimizer for hidden layers in neural networks" (2024),
+        https://kellerjordan.github.io/posts/muon/, code https://github.com/KellerJordan/Muon.
+        Liu et al., "Muon is Scalable for LLM Training", arXiv 2502.16982 (the "rms" convention).
+        ``torch.optim.Muon`` (PyTorch >= 2.9).
+    """
+
+    name = "muon"
+    chain = (S.nesterov, S.orthogonalize, S.scale_by_shape, S.decay_weights)
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 0.02,
+        momentum: float = 0.95,
+        nesterov: bool = True,
+        weight_decay: float = 0.0,
+        ns_steps: int = 5,
+        orthogonalizer: Any = "newton_schulz",
+        ns_dtype: str | torch.dtype = "bfloat16",
+        adjust_lr: str = "spectral",
+        momentum_form: str = "ema",
+        batch_3d: bool = False,
+        adamw_lr: float = 3e-4,
+        adamw_betas: tuple[float, float] = (0.9, 0.95),
+        adamw_eps: float = 1e-10,
+        adamw_weight_decay: float = 0.0,
+    ):
+        defaults = dict(
+            lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, ns_steps=ns_steps,
+            orthogonalizer=orthogonalizer, ns_dtype=ns_dtype, adjust_lr=adjust_lr,
+            momentum_form=momentum_form, batch_3d=batch_3d,
+        )
+        super().__init__(params, defaults, adamw_defaults(adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay))
+
+
+class AdamW(ChainOptimizer):
+    r"""AdamW in the muonlab shell: every group uses AdamW (``torch.optim.AdamW`` semantics).
+
+    .. code-block:: text
+
+        W <- W (1 - lr wd)
+        m <- b1 m + (1 - b1) g ;  v <- b2 v + (1 - b2) g^2
+        W <- W - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+
+    Useful as the baseline in benchmarks (same shell, same state layout, same schedulers).
+
+    References:
+        Loshchilov & Hutter, "Decoupled Weight Decay Regularization", arXiv 1711.05101.
+    """
+
+    name = "adamw"
+    default_algorithm = "adamw"
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+    ):
+        ad = adamw_defaults(lr, betas, eps, weight_decay)
+        super().__init__(params, ad, ad)

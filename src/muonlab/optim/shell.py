@@ -1,0 +1,235 @@
+"""`ChainOptimizer`: one `torch.optim.Optimizer` for orthogonalized and AdamW groups.
+
+Every param group carries an ``algorithm`` key: ``"orthogonal"`` groups run the preset's chain of
+stages (momentum, orthogonalize, adaptive scalings, shape scale, decay), ``"adamw"`` groups run
+decoupled weight decay + Adam. Within a group, parameters are bucketed by the shape of their matrix
+view and each bucket goes through the chain once as a stack ``(k, m, n)``:
+
+* 2-D weights are used as they are; conv / N-D weights are viewed as ``(out, rest)`` and all shape
+  factors are computed from that view;
+* with ``batch_3d=True`` a 3-D parameter ``(E, m, n)`` counts as ``E`` matrices ``m x n``
+  (e.g. stacked expert weights), otherwise it is viewed as ``(E, m*n)``.
+
+Hyperparameters are read from the groups at every step (LR schedulers and ``add_param_group``
+work) and enter the arithmetic as device tensors; nothing in ``step()`` reads a value back from the
+device. ``p.grad`` is never modified, parameters with ``grad=None`` are skipped, and all gradients
+are checked before anything is written, so a rejected step changes nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from ..stages import Stack, adam, decay_weights
+from . import validate as V
+
+Stage = Callable[[Stack], None]
+ALGORITHMS = ("orthogonal", "adamw")
+
+
+def _compute_dtype(p: Tensor) -> torch.dtype:
+    # State and update arithmetic in fp32, or in the parameter's dtype when it is wider (fp64 ->
+    # exact reference tests).
+    return torch.float64 if p.dtype == torch.float64 else torch.float32
+
+
+class ChainOptimizer(Optimizer):
+    """Base class of every muonlab optimizer; a preset sets ``chain`` and its defaults.
+
+    Args:
+        params: parameters, or param-group dicts. Groups may set ``algorithm`` to
+            ``"orthogonal"`` (default) or ``"adamw"``. A plain iterable of tensors is split:
+            tensors with ``ndim >= 2`` are orthogonalized, the rest use AdamW (with a warning: use
+            :func:`muonlab.param_groups` to keep embeddings and heads out of the orthogonal part).
+        defaults: hyperparameters of orthogonal groups.
+        adamw_defaults: hyperparameters of AdamW groups (``lr``, ``betas``, ``eps``,
+            ``weight_decay``).
+    """
+
+    #: registry name of the preset (used in messages and tables)
+    name: ClassVar[str] = "chain"
+    #: stages applied, in order, to orthogonal groups
+    chain: ClassVar[tuple[Stage, ...]] = ()
+    #: stages applied to AdamW groups
+    adamw_chain: ClassVar[tuple[Stage, ...]] = (decay_weights, adam)
+    #: algorithm of groups that do not name one (AdamW sets "adamw")
+    default_algorithm: ClassVar[str] = "orthogonal"
+
+    def __init__(self, params: Iterable[Any], defaults: dict[str, Any], adamw_defaults: dict[str, Any]):
+        self._adamw_defaults = dict(adamw_defaults)
+        if self.default_algorithm == "orthogonal":
+            self.validate_group(dict(defaults, algorithm="orthogonal", params=[]))
+        self.validate_group(dict(adamw_defaults, algorithm="adamw", params=[]))
+        super().__init__(self._split_plain(params), dict(defaults, algorithm=self.default_algorithm))
+
+    # ------------------------------------------------------------------ groups
+    def _split_plain(self, params: Iterable[Any]) -> list[dict[str, Any]]:
+        if isinstance(params, Tensor):
+            raise TypeError("params must be an iterable of tensors or dicts, got a single Tensor")
+        params = list(params)
+        if not params or isinstance(params[0], dict):
+            return params
+        tensors = [p[1] if isinstance(p, tuple) else p for p in params]
+        if self.default_algorithm == "adamw":
+            return [{"params": tensors, "algorithm": "adamw"}]
+        matrices = [p for p in tensors if p.dim() >= 2]
+        others = [p for p in tensors if p.dim() < 2]
+        warnings.warn(
+            f"{type(self).__name__} got a plain parameter list: every >=2-D tensor is orthogonalized and the "
+            "rest uses AdamW. Embeddings and output heads should use AdamW too; build the groups with "
+            "muonlab.param_groups(model) to route them correctly.",
+            UserWarning,
+            stacklevel=4,
+        )
+        groups = []
+        if matrices:
+            groups.append({"params": matrices, "algorithm": "orthogonal"})
+        if others:
+            groups.append({"params": others, "algorithm": "adamw"})
+        return groups
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group; missing keys come from the defaults of its ``algorithm``."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
+        algorithm = param_group.get("algorithm", self.default_algorithm)
+        if self.default_algorithm == "adamw":
+            algorithm = "adamw"  # plain AdamW: routed groups keep their overrides, all use Adam
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm={algorithm!r}: expected one of {ALGORITHMS}")
+        group = dict(param_group, algorithm=algorithm)
+        if algorithm == "adamw":
+            for key, value in self._adamw_defaults.items():
+                group.setdefault(key, value)
+        else:
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
+        params = group["params"]
+        params = [params] if isinstance(params, Tensor) else list(params)
+        group["params"] = params
+        for p in params:
+            p = p[1] if isinstance(p, tuple) else p
+            if isinstance(p, Tensor):
+                if p.is_complex() or not p.is_floating_point():
+                    raise ValueError(f"parameter of dtype {p.dtype}: only real floating-point parameters are supported")
+                if algorithm == "orthogonal" and p.dim() < 2:
+                    raise ValueError(
+                        f"parameter of shape {tuple(p.shape)} in an orthogonal group: only >=2-D tensors can be "
+                        "orthogonalized; put it in a group with algorithm='adamw'"
+                    )
+        self.validate_group(group)
+        super().add_param_group(group)
+
+    def validate_group(self, group: dict[str, Any]) -> None:
+        """Raise ``ValueError`` naming the key and value of any invalid hyperparameter."""
+        if group["algorithm"] == "adamw":
+            V.positive_or_zero("lr", group["lr"])
+            V.betas("betas", group["betas"])
+            V.positive_or_zero("eps", group["eps"])
+            V.positive_or_zero("weight_decay", group["weight_decay"])
+        else:
+            self.validate_orthogonal(group)
+
+    def validate_orthogonal(self, group: dict[str, Any]) -> None:
+        """Preset-specific checks of an orthogonal group (override and call super)."""
+        V.common_orthogonal(group)
+
+    # ------------------------------------------------------------------ step
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """One optimization step over all groups; ``closure`` re-evaluates the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self._check_gradients()
+        for group in self.param_groups:
+            chain = self.adamw_chain if group["algorithm"] == "adamw" else self.chain
+            for bucket in self._buckets(group).values():
+                self._step_bucket(group, bucket, chain)
+        return loss
+
+    def _check_gradients(self) -> None:
+        for group in self.param_groups:
+            for p in group["params"]:
+                g = p.grad
+                if g is None:
+                    continue
+                if g.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+                if g.is_complex():
+                    raise RuntimeError(f"{type(self).__name__} does not support complex gradients")
+
+    @staticmethod
+    def matrix_view(p: Tensor, group: dict[str, Any]) -> tuple[tuple[int, ...], int, bool]:
+        """(item shape, number of items, squeeze) of ``p`` inside its group's stacks."""
+        if group["algorithm"] == "adamw":
+            return tuple(p.shape), 1, True
+        if p.dim() == 3 and group.get("batch_3d", False):
+            return (p.shape[1], p.shape[2]), p.shape[0], False
+        return (p.shape[0], math.prod(p.shape[1:])), 1, True
+
+    def _buckets(self, group: dict[str, Any]) -> dict[tuple, list[Tensor]]:
+        buckets: dict[tuple, list[Tensor]] = {}
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            shape, _, _ = self.matrix_view(p, group)
+            buckets.setdefault((shape, p.dtype, p.device), []).append(p)
+        return buckets
+
+    def _step_bucket(self, group: dict[str, Any], params: list[Tensor], chain: tuple[Stage, ...]) -> None:
+        views = [self.matrix_view(p, group) for p in params]
+        shape = views[0][0]
+        counts = [c for _, c, _ in views]
+        squeeze = [s for _, _, s in views]
+        dtype = _compute_dtype(params[0])
+        states = [self.state[p] for p in params]
+        for st, p in zip(states, params):
+            if "step" not in st:
+                st["step"] = torch.zeros((), dtype=dtype, device=p.device)
+        # (k, *shape): reshape never writes to p.grad; the cast makes a private copy when needed.
+        G = torch.cat([p.grad.reshape(c, *shape) for p, c in zip(params, counts)]).to(dtype)
+        step = torch.cat([(st["step"].to(dtype) + 1).expand(c) for st, c in zip(states, counts)])
+        stack = Stack(grad=G, update=G, group=group, step=step, param_states=states, counts=counts, squeeze=squeeze)
+        stack.step_size = stack.hp("lr")
+        for stage in chain:
+            stage(stack)
+
+        W = torch.cat([p.reshape(c, *shape) for p, c in zip(params, counts)]).to(dtype)
+        W = W * stack.decay - stack.step_size * stack.update
+        offset = 0
+        for p, st, c, sq in zip(params, states, counts, squeeze):
+            p.copy_(W[offset : offset + c].reshape(p.shape))
+            for key, buf in stack.state.items():
+                value = buf[offset : offset + c]
+                value = value[0] if sq else value
+                if key in st:
+                    st[key].copy_(value)
+                else:
+                    st[key] = value.clone()
+            st["step"].add_(1)
+            offset += c
+
+    # ------------------------------------------------------------------ state
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Like :meth:`torch.optim.Optimizer.load_state_dict`, but keeps the state's own dtype.
+
+        torch casts floating state to the parameter dtype; muonlab keeps fp32 state for bf16
+        parameters, so the saved dtypes are restored after loading.
+        """
+        saved = state_dict["state"]
+        ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        super().load_state_dict(state_dict)
+        for i, p in zip(ids, params):
+            for key, value in saved.get(i, {}).items():
+                if isinstance(value, Tensor) and key in self.state[p]:
+                    self.state[p][key] = value.to(device=p.device, copy=True)

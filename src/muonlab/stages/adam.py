@@ -1,0 +1,27 @@
+"""Adam moments with bias correction (the AdamW part of every optimizer).
+
+Matches ``torch.optim.AdamW`` operation for operation:
+``m <- lerp(m, g, 1-b1)``, ``v <- b2 v + (1-b2) g^2``,
+``u = m / (sqrt(v) / sqrt(1-b2^t) + eps)``, step size ``lr / (1-b1^t)``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import Stack
+
+
+def adam(stack: Stack) -> None:
+    """Adam direction; state keys ``exp_avg`` and ``exp_avg_sq``. Group keys ``betas``, ``eps``."""
+    beta1, beta2 = stack.group["betas"]
+    g = stack.update
+    m = stack.buffer("exp_avg")
+    v = stack.buffer("exp_avg_sq")
+    m.lerp_(g, 1 - beta1)
+    v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+    t = stack.per_item(stack.step)
+    bias1 = 1 - torch.pow(beta1, t)
+    bias2 = 1 - torch.pow(beta2, t)
+    stack.update = m / (v.sqrt() / bias2.sqrt() + stack.group["eps"])
+    stack.step_size = stack.step_size / bias1

@@ -1,0 +1,29 @@
+"""Momentum: the EMA ("lerp") and sum forms, with or without Nesterov.
+
+For orthogonalized updates the two forms are the same direction: the sum buffer is ``1/(1-beta)``
+times the EMA buffer and the orthogonalizer is invariant to positive scale (optimizers.md §2).
+They differ for stages that read magnitudes (NAMO's norm ratio), hence the switch.
+"""
+
+from __future__ import annotations
+
+from .base import Stack
+
+
+def nesterov(stack: Stack) -> None:
+    """Momentum on the update, state key ``momentum``.
+
+    Group keys: ``momentum`` (beta), ``nesterov`` (bool), ``momentum_form`` (``"ema"`` | ``"sum"``).
+
+    EMA:  ``M <- beta M + (1 - beta) U``;  Nesterov: ``U <- (1 - beta) U + beta M``, else ``U <- M``.
+    Sum:  ``M <- beta M + U``;             Nesterov: ``U <- U + beta M``,            else ``U <- M``.
+    """
+    beta = stack.group["momentum"]
+    g = stack.update
+    M = stack.buffer("momentum")
+    if stack.group.get("momentum_form", "ema") == "sum":
+        M.mul_(beta).add_(g)
+        stack.update = g + beta * M if stack.group["nesterov"] else M
+    else:
+        M.lerp_(g, 1 - beta)
+        stack.update = g.lerp(M, beta) if stack.group["nesterov"] else M
