@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from .. import stages as S
+from .registry import register
 from .shell import ChainOptimizer
 
 
@@ -116,3 +117,12 @@ class AdamW(ChainOptimizer):
     ):
         ad = adamw_defaults(lr, betas, eps, weight_decay)
         super().__init__(params, ad, ad)
+
+
+register("adamw", AdamW, {"lr": 1e-2}, {"lr": 1e-2, "weight_decay": 0.1, "betas": (0.8, 0.95)})
+register(
+    "muon", Muon,
+    {"lr": 0.02},
+    {"lr": 0.02, "nesterov": False, "momentum_form": "sum", "weight_decay": 0.1, "adjust_lr": "rms", "ns_dtype": "float32"},
+    {"lr": 0.02, "orthogonalizer": "polar_express", "ns_steps": 6, "batch_3d": True, "adjust_lr": "none"},
+)

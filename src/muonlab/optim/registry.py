@@ -1,11 +1,13 @@
-"""Registry of public optimizers with sample hyperparameters (the contract suite runs over it)."""
+"""Registry of public optimizers with sample hyperparameters (the contract suite runs over it).
+
+Each preset module registers its classes at import time (``register(...)`` at the bottom of the
+module); ``muonlab.optim`` imports every preset module.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-
-from .presets import AdamW, Muon
 
 
 @dataclass(frozen=True)
@@ -39,12 +41,3 @@ def optimizers() -> dict[str, type]:
 def optimizer_infos() -> list[OptimizerInfo]:
     """All registry entries, in registration order."""
     return list(_REGISTRY.values())
-
-
-register("adamw", AdamW, {"lr": 1e-2}, {"lr": 1e-2, "weight_decay": 0.1, "betas": (0.8, 0.95)})
-register(
-    "muon", Muon,
-    {"lr": 0.02},
-    {"lr": 0.02, "nesterov": False, "momentum_form": "sum", "weight_decay": 0.1, "adjust_lr": "rms", "ns_dtype": "float32"},
-    {"lr": 0.02, "orthogonalizer": "polar_express", "ns_steps": 6, "batch_3d": True, "adjust_lr": "none"},
-)
