@@ -199,6 +199,7 @@ class ChainOptimizer(Optimizer):
         G = torch.cat([p.grad.reshape(c, *shape) for p, c in zip(params, counts)]).to(dtype)
         step = torch.cat([(st["step"].to(dtype) + 1).expand(c) for st, c in zip(states, counts)])
         stack = Stack(grad=G, update=G, group=group, step=step, param_states=states, counts=counts, squeeze=squeeze)
+        stack.param_shapes = [tuple(p.shape) for p in params]
         stack.step_size = stack.hp("lr")
         for stage in chain:
             stage(stack)

@@ -39,6 +39,8 @@ class Stack:
             3-D parameter treated as a batch of ``E`` matrices).
         step_size: multiplier of the update in the final write (default: the group lr).
         decay: multiplicative factor on the weights in the final write (default: 1).
+        param_shapes: original shapes of the parameters behind the stack, in stack order (for
+            rules that read more than the matrix view, e.g. NAMO's ``W.shape[:2]`` for conv).
     """
 
     grad: Tensor
@@ -51,6 +53,7 @@ class Stack:
     step_size: Scalar = 0.0
     decay: Scalar = 1.0
     state: dict[str, Tensor] = field(default_factory=dict)
+    param_shapes: list[tuple[int, ...]] = field(default_factory=list)
     _hp: dict[str, Tensor] = field(default_factory=dict)
 
     @property
