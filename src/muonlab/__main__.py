@@ -1,0 +1,7 @@
+"""``python -m muonlab ...``: see :mod:`muonlab.cli`."""
+
+import sys
+
+from muonlab.cli import main
+
+sys.exit(main())

@@ -1,0 +1,131 @@
+"""PNG plots of an experiment (matplotlib, Agg backend: no display needed).
+
+* ``val_loss.png``: validation loss vs step at each optimizer's best lr; line = mean over seeds,
+  band = min..max over seeds; the target as a dashed line.
+* ``lr_sensitivity.png``: final validation loss vs lr (log x), one line per optimizer, sweep seeds
+  averaged; diverged points are drawn as crosses at the top of the axis.
+* ``update_stats.png`` (only when ``UpdateStats`` was recorded): update RMS and singular-value
+  ratio ``σ_max/σ_median`` of the hidden-matrix updates vs step, best lr, seed mean.
+
+References:
+    matplotlib, https://matplotlib.org (``matplotlib.use("Agg")`` for file output).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+
+from muonlab.bench.runner import load_run
+from muonlab.bench.sweep import ExperimentResult, final_loss
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _curves(result: ExperimentResult, name: str, key: str) -> dict[int, list[float]]:
+    """step -> values of ``key`` over the best-lr runs of optimizer ``name``."""
+    by_step: dict[int, list[float]] = defaultdict(list)
+    for rec in result.runs:
+        if rec.spec.optimizer != name or rec.spec.lr != result.best_lr[name]:
+            continue
+        for row in load_run(rec.path)[1]:
+            if key in row and row[key] is not None and math.isfinite(row[key]):
+                by_step[row["step"]].append(row[key])
+    return dict(sorted(by_step.items()))
+
+
+def _line_with_band(ax, curve: dict[int, list[float]], label: str) -> None:
+    steps = list(curve)
+    ax.plot(steps, [sum(v) / len(v) for v in curve.values()], label=label)
+    ax.fill_between(steps, [min(v) for v in curve.values()], [max(v) for v in curve.values()], alpha=0.2)
+
+
+def plot_val_loss(result: ExperimentResult, path: Path) -> Path:
+    """Validation loss vs steps at the best lr, band over seeds."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for opt in result.config.optimizers:
+        curve = _curves(result, opt.name, "val_loss")
+        if curve:
+            _line_with_band(ax, curve, f"{opt.name} (lr {result.best_lr[opt.name]:.3g})")
+    if result.target is not None:
+        ax.axhline(result.target, color="gray", linestyle="--", linewidth=1, label="target")
+    ax.set(xlabel="step", ylabel="validation loss", title=f"{result.config.name}: validation loss (best lr)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_lr_sensitivity(result: ExperimentResult, path: Path) -> Path:
+    """Final validation loss vs lr, one line per optimizer; diverged points marked."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    finite_all = [final_loss(r.summary) for r in result.runs if math.isfinite(final_loss(r.summary))]
+    top = max(finite_all) if finite_all else 1.0
+    for opt in result.config.optimizers:
+        lrs, losses, bad = [], [], []
+        for lr in opt.lr_grid:
+            vals = [final_loss(r.summary) for r in result.runs
+                    if r.spec.optimizer == opt.name and r.spec.lr == lr and r.phase == "sweep"]
+            finite = [v for v in vals if math.isfinite(v)]
+            if finite:
+                lrs.append(lr)
+                losses.append(sum(finite) / len(finite))
+            elif vals:
+                bad.append(lr)
+        (line,) = ax.plot(lrs, losses, marker="o", label=opt.name)
+        if bad:
+            ax.plot(bad, [top] * len(bad), marker="x", linestyle="none", color=line.get_color())
+    ax.set_xscale("log")
+    ax.set(xlabel="learning rate (each optimizer in its own units)", ylabel="final validation loss",
+           title=f"{result.config.name}: lr sensitivity (x = diverged)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_update_stats(result: ExperimentResult, path: Path) -> Path | None:
+    """Update RMS and σ_max/σ_median traces, when the ``update_stats`` callback recorded them."""
+    keys = [("update_rms", "update RMS"), ("update_sv_ratio", "σ_max / σ_median of the update")]
+    data = {k: {o.name: _curves(result, o.name, k) for o in result.config.optimizers} for k, _ in keys}
+    if not any(c for per_opt in data.values() for c in per_opt.values()):
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, (key, label) in zip(axes, keys):
+        for name, curve in data[key].items():
+            if curve:
+                _line_with_band(ax, curve, name)
+        ax.set(xlabel="step", ylabel=label, title=label)
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{result.config.name}: hidden-matrix updates (best lr)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def make_plots(result: ExperimentResult) -> list[Path]:
+    """All plots for the experiment, written into ``result.out_dir``; returns their paths."""
+    out = result.out_dir
+    paths = [plot_val_loss(result, out / "val_loss.png"), plot_lr_sensitivity(result, out / "lr_sensitivity.png")]
+    upd = plot_update_stats(result, out / "update_stats.png")
+    if upd is not None:
+        paths.append(upd)
+    return paths

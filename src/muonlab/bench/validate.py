@@ -1,0 +1,127 @@
+"""Everything that can be checked before the first training step, with errors that name the key.
+
+:func:`validate` resolves the optimizer classes and the task, builds the task (catching a missing
+data path or an unknown task option), constructs every optimizer once on the task's model (catching
+unknown or invalid hyperparameters) and instantiates the callbacks. Any problem is a
+:class:`~muonlab.bench.config.ConfigError`, raised before any run starts.
+
+References:
+    AlgoPerf (Dahl et al., "Benchmarking Neural Network Training Algorithms", arXiv 2306.07179):
+    the workload (task) is kept apart from the algorithm (optimizer).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+
+from muonlab.bench.callbacks import CALLBACKS, make_callbacks
+from muonlab.bench.config import ConfigError, ExperimentConfig
+
+OptimizerRegistry = Mapping[str, type]
+TaskFactory = Callable[..., Any]
+
+# Task-config keys that hold filesystem paths (checked for existence before the task is built).
+_PATH_KEY = re.compile(r"(^|_)(path|dir|root|file)$")
+
+
+def default_optimizers() -> dict[str, type]:
+    """``muonlab.optimizers()``: the optimizer registry (name -> class)."""
+    import muonlab
+
+    return dict(muonlab.optimizers())
+
+
+def default_tasks() -> dict[str, TaskFactory]:
+    """The task registry ``muonlab.bench.tasks.TASKS`` (name -> factory taking the task config)."""
+    from muonlab.bench.tasks import TASKS
+
+    return dict(TASKS)
+
+
+def build_optimizer(name: str, cls: type, model: torch.nn.Module, lr: float,
+                    hparams: Mapping[str, Any]) -> torch.optim.Optimizer:
+    """``cls(param_groups(model), lr=lr, **hparams)``; plain AdamW takes ``model.parameters()``."""
+    if name == "adamw":
+        return cls(model.parameters(), lr=lr, **hparams)
+    import muonlab
+
+    return cls(muonlab.param_groups(model), lr=lr, **hparams)
+
+
+def _unknown_kwarg(exc: TypeError) -> str | None:
+    match = re.search(r"unexpected keyword argument '([^']+)'", str(exc))
+    return match.group(1) if match else None
+
+
+def check_paths(task_config: Mapping[str, Any]) -> None:
+    """Raise ``ConfigError`` naming ``task.<key>`` for a path-like key whose path does not exist."""
+    for key, value in task_config.items():
+        if isinstance(value, str) and value and _PATH_KEY.search(key) and not Path(value).expanduser().exists():
+            raise ConfigError(f"task.{key}: path does not exist: {value!r}")
+
+
+def make_task(cfg: ExperimentConfig, tasks: Mapping[str, TaskFactory] | None = None) -> Any:
+    """Build the experiment's task, turning the task factory's complaints into ``ConfigError``."""
+    registry = default_tasks() if tasks is None else tasks
+    if cfg.task not in registry:
+        raise ConfigError(f"task.name: unknown task {cfg.task!r} (known: {sorted(registry)})")
+    check_paths(cfg.task_config)
+    try:
+        return registry[cfg.task](**cfg.task_config)
+    except TypeError as exc:
+        key = _unknown_kwarg(exc)
+        if key is None:
+            raise
+        raise ConfigError(f"task.{key}: unknown key for task {cfg.task!r}") from None
+    except FileNotFoundError as exc:
+        raise ConfigError(f"task: data not found for task {cfg.task!r}: {exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"task: invalid config for task {cfg.task!r}: {exc}") from None
+
+
+def validate(cfg: ExperimentConfig, *, optimizers: OptimizerRegistry | None = None,
+             tasks: Mapping[str, TaskFactory] | None = None) -> tuple[Any, dict[str, type]]:
+    """Check the whole experiment before training; returns ``(task, {optimizer name: class})``.
+
+    Raises:
+        ConfigError: naming the offending key (``optimizers.<name>``, ``optimizers.<name>.<hparam>``,
+            ``task.name``, ``task.<key>``, ``callbacks.<name>``, ``steps``...).
+    """
+    registry = default_optimizers() if optimizers is None else dict(optimizers)
+    classes = {}
+    for opt in cfg.optimizers:
+        if opt.name not in registry:
+            raise ConfigError(f"optimizers.{opt.name}: unknown optimizer (known: {sorted(registry)})")
+        classes[opt.name] = registry[opt.name]
+    for name, kwargs in cfg.callbacks.items():
+        if name not in CALLBACKS:
+            raise ConfigError(f"callbacks.{name}: unknown callback (known: {sorted(CALLBACKS)})")
+        try:
+            make_callbacks({name: kwargs})
+        except ImportError as exc:
+            raise ConfigError(f"callbacks.{name}: not available ({exc})") from None
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"callbacks.{name}: {exc}") from None
+    task = make_task(cfg, tasks)
+    steps = cfg.steps if cfg.steps is not None else getattr(task, "steps", None)
+    if not isinstance(steps, int) or steps < 1:
+        raise ConfigError(f"steps: no step budget (the config has none and the task gives {steps!r})")
+    if cfg.schedule.warmup >= steps:
+        raise ConfigError(f"schedule.warmup: {cfg.schedule.warmup} must be smaller than steps={steps}")
+    model = task.make_model(cfg.seeds[0])
+    for opt in cfg.optimizers:
+        try:
+            build_optimizer(opt.name, classes[opt.name], model, opt.lr_grid[0], opt.hparams)
+        except TypeError as exc:
+            key = _unknown_kwarg(exc)
+            if key is None:
+                raise
+            raise ConfigError(f"optimizers.{opt.name}.{key}: unknown hyperparameter for "
+                              f"{classes[opt.name].__name__}") from None
+        except ValueError as exc:
+            raise ConfigError(f"optimizers.{opt.name}: {exc}") from None
+    return task, classes

@@ -1,0 +1,119 @@
+"""Command line: ``python -m muonlab {bench, list, curvature} ...`` (also the ``muonlab`` script).
+
+* ``bench [CONFIG] [--set k=v ...] [--optimizers a,b] [--quick] [--out DIR]``: run an experiment
+  (a shipped config name such as ``demo`` or a path to a TOML file) and write its report.
+* ``list``: the registered optimizers and tasks and the shipped configs.
+* ``curvature ...``: the curvature diagnostics (``muonlab.bench.curvature``), imported lazily.
+
+Configuration errors are printed without a traceback and exit with status 2.
+
+References:
+    Python ``argparse`` subcommands, https://docs.python.org/3/library/argparse.html#sub-commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import shlex
+import sys
+from typing import Sequence
+
+EXIT_CONFIG_ERROR = 2
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="compare optimizers on a task (lr sweeps, seeds, report, plots)",
+                       description="Run a benchmark experiment and write runs/<name>/report.md.")
+    p.add_argument("config", nargs="?", default="demo",
+                   help="shipped config name (see `muonlab list`) or path to a TOML file (default: demo)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value; dotted keys, TOML literal values "
+                        "(e.g. --set steps=200 --set optimizers.muon.lr_grid=[0.01,0.02]); repeatable")
+    p.add_argument("--optimizers", default=None, metavar="A,B,...",
+                   help="run only these optimizers of the config (comma separated)")
+    p.add_argument("--quick", action="store_true",
+                   help="shrink to a smoke run (few steps, 2-point lr grids, <= 2 seeds, small model)")
+    p.add_argument("--out", default="runs", metavar="DIR", help="output root (default: runs/)")
+    p.add_argument("--no-progress", action="store_true", help="disable the progress display")
+
+
+def _add_curvature(sub: argparse._SubParsersAction, load: bool) -> None:
+    p = sub.add_parser("curvature", help="curvature diagnostics (NDS, Taylor split, quadratic problems)",
+                       description="Curvature diagnostics; see docs/curvature.md.")
+    if not load:  # other subcommands never pay for (or break on) the curvature import
+        p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        return
+    try:
+        module = importlib.import_module("muonlab.bench.curvature")
+    except ImportError as exc:
+        if exc.name is not None and not "muonlab.bench.curvature".startswith(exc.name):
+            raise  # the module exists but one of its own imports is broken: show that
+        p.set_defaults(_curvature_missing=True)
+        p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        return
+    module.add_arguments(p)
+    p.set_defaults(_curvature_run=module.run)
+
+
+def build_parser(load_curvature: bool = True) -> argparse.ArgumentParser:
+    """The ``muonlab`` argument parser (``load_curvature``: import the curvature subcommand's options)."""
+    parser = argparse.ArgumentParser(prog="muonlab", description="Muon-family optimizers: benchmarks and "
+                                     "curvature diagnostics.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{bench,list,curvature}")
+    _add_bench(sub)
+    sub.add_parser("list", help="registered optimizers and tasks, shipped configs")
+    _add_curvature(sub, load_curvature)
+    return parser
+
+
+def cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from muonlab.bench import ConfigError, load_config, run_experiment
+
+    names = [s.strip() for s in args.optimizers.split(",") if s.strip()] if args.optimizers else None
+    try:
+        cfg = load_config(args.config, args.overrides, optimizers=names, quick=args.quick)
+        result = run_experiment(cfg, args.out, progress=not args.no_progress,
+                                command="python -m muonlab " + " ".join(shlex.quote(a) for a in argv))
+    except ConfigError as exc:
+        print(f"muonlab bench: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    print(f"\nReport: {result.report_path}")
+    print("Plots:  " + ", ".join(str(p) for p in result.plots))
+    return 0
+
+
+def _safe(fn, what: str) -> list[str]:
+    try:
+        return sorted(fn())
+    except (ImportError, AttributeError) as exc:
+        return [f"(no {what} available yet: {exc})"]
+
+
+def cmd_list() -> int:
+    from muonlab.bench.config import config_dir, shipped_configs
+    from muonlab.bench.validate import default_optimizers, default_tasks
+
+    print("optimizers: " + ", ".join(_safe(default_optimizers, "optimizer registry")))
+    print("tasks:      " + ", ".join(_safe(default_tasks, "task registry")))
+    print("configs:    " + ", ".join(shipped_configs()) + f"   ({config_dir()})")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m muonlab`` and the ``muonlab`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(load_curvature=bool(argv) and argv[0] == "curvature").parse_args(argv)
+    if args.command == "bench":
+        return cmd_bench(args, argv)
+    if args.command == "list":
+        return cmd_list()
+    if getattr(args, "_curvature_missing", False):
+        print("muonlab curvature: the curvature diagnostics (muonlab.bench.curvature) are not installed "
+              "in this version yet.", file=sys.stderr)
+        return 1
+    return int(args._curvature_run(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
