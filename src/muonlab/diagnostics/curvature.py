@@ -1,0 +1,212 @@
+"""Curvature along an update: NDS, the one-step Taylor split, and its layer decomposition.
+
+For a fixed batch ``D``, parameters ``θ`` and an update ``u`` applied as ``θ_new = θ − u``
+(``u`` already contains the learning rate), with ``g = ∇L_D(θ)`` and ``H = ∇²L_D(θ)``:
+
+* directional sharpness ``uᵀHu``; normalized directional sharpness ``NDS = uᵀHu / ‖u‖²`` (the
+  Hessian's Rayleigh quotient along ``u``; negative in non-convex directions);
+* the second-order Taylor model of the loss change
+  ``L(θ − u) − L(θ) ≈ −gᵀu + ½uᵀHu``: first-order gain ``gᵀu`` minus the curvature penalty
+  ``½uᵀHu = ½‖u‖²·NDS``;
+* with parameters split into blocks ``u = (u_1, …, u_L)``: ``uᵀHu = Σ_ℓ u_ℓᵀH_ℓℓu_ℓ`` (within)
+  ``+ Σ_{ℓ≠ℓ'} u_ℓᵀH_ℓℓ'u_ℓ'`` (cross).
+
+References:
+    Wang et al., "Why Muon Outperforms Adam: A Curvature Perspective", arXiv 2606.04662 (2026),
+    §3 (Taylor split, NDS) and §4 (within-/cross-layer decomposition); muonlab spec
+    ``specs/curvature.md`` §1.2, §1.3, §1.7.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from muonlab.diagnostics._params import (
+    LossFn,
+    Vector,
+    as_dict,
+    compute_dtype,
+    dot,
+    functional_loss,
+    diagnostic_mode,
+    primals,
+    restrict,
+    trainable,
+)
+from muonlab.diagnostics.hvp import bilinear, probe
+
+
+def _ratio(a: float, b: float, eps: float = 1e-30) -> float:
+    """``a / b``, NaN when ``b`` is (numerically) zero — ratios of sign-changing terms explode."""
+    return a / b if abs(b) > eps else float("nan")
+
+
+def directional_sharpness(
+    model: nn.Module, loss_fn: LossFn, batch: Any, u: Vector, *, method: str = "auto",
+    dtype: torch.dtype | None = None,
+) -> dict[str, float]:
+    """``{"uHu", "u_norm_sq", "nds"}`` for the direction ``u`` on ``batch``.
+
+    Cost: one HVP (about 2-3 backward passes).
+    """
+    dt = compute_dtype(model, dtype)
+    ud = as_dict(model, u, dt, arg="u")
+    _, _, hu = probe(model, loss_fn, batch, ud, method=method, dtype=dt)
+    uhu, nsq = dot(ud, hu), dot(ud, ud)
+    return {"uHu": uhu, "u_norm_sq": nsq, "nds": _ratio(uhu, nsq)}
+
+
+def taylor_decomposition(
+    model: nn.Module, loss_fn: LossFn, batch: Any, u: Vector, *, method: str = "auto",
+    dtype: torch.dtype | None = None,
+) -> dict[str, float]:
+    """Second-order Taylor split of the one-step loss change for the step ``θ → θ − u``.
+
+    Sign convention: ``predicted`` and ``realized`` are loss *changes* (negative when the loss
+    goes down); the paper's *decreases* are reported as ``predicted_decrease = gᵀu − ½uᵀHu`` and
+    ``realized_decrease = L(θ) − L(θ − u)``. Gradient, Hessian and realized change all use the
+    same ``batch`` (spec §6.6 pitfall 4). The model is evaluated functionally at ``θ − u``; its
+    parameters are never written.
+
+    Cost: one HVP pass (which also yields ``g`` and ``L(θ)``) plus one forward pass.
+
+    Returns:
+        ``loss``, ``first_order`` (``gᵀu``), ``curvature_penalty`` (``½uᵀHu``), ``predicted``
+        (``−gᵀu + ½uᵀHu``), ``realized`` (``L(θ−u) − L(θ)``), ``predicted_decrease``,
+        ``realized_decrease``, ``taylor_residual`` (``realized − predicted``), ``uHu``,
+        ``u_norm_sq``, ``nds``, ``grad_norm_sq`` and ``cos_gu``.
+    """
+    dt = compute_dtype(model, dtype)
+    ud = as_dict(model, u, dt, arg="u")
+    theta = primals(model, dt)
+    loss0, g, hu = probe(model, loss_fn, batch, ud, method=method, dtype=dt, theta=theta)
+    f = functional_loss(model, loss_fn, batch)
+    with torch.no_grad(), diagnostic_mode(model):
+        loss1 = f({n: theta[n] - ud[n] for n in theta})
+    gu, uhu, nsq, gsq = dot(g, ud), dot(ud, hu), dot(ud, ud), dot(g, g)
+    realized = float(loss1.double() - loss0.double())
+    predicted = -gu + 0.5 * uhu
+    return {
+        "loss": float(loss0),
+        "first_order": gu,
+        "curvature_penalty": 0.5 * uhu,
+        "predicted": predicted,
+        "realized": realized,
+        "predicted_decrease": -predicted,
+        "realized_decrease": -realized,
+        "taylor_residual": realized - predicted,
+        "uHu": uhu,
+        "u_norm_sq": nsq,
+        "nds": _ratio(uhu, nsq),
+        "grad_norm_sq": gsq,
+        "cos_gu": _ratio(gu, (gsq * nsq) ** 0.5),
+    }
+
+
+_INDEX = re.compile(r"^\d+$")
+
+
+def groups_by_block(model: nn.Module) -> dict[str, list[str]]:
+    """Group trainable parameters into layer blocks by name.
+
+    The label is the name up to and including its first integer component
+    (``"blocks.3.attn.qkv.weight" -> "blocks.3"``), else its first component
+    (``"tok_emb.weight" -> "tok_emb"``, ``"lm_head.weight" -> "lm_head"``). For a GPT this gives
+    {embedding}, one group per transformer block, {final norm}, {head} — the partition the spec
+    recommends (§1.7); tied tensors appear once, under their first name.
+    """
+    groups: dict[str, list[str]] = {}
+    for name in trainable(model):
+        parts = name.split(".")
+        cut = next((i for i, p in enumerate(parts) if _INDEX.match(p)), 0)
+        groups.setdefault(".".join(parts[: cut + 1]), []).append(name)
+    return groups
+
+
+def _resolve_groups(
+    model: nn.Module, groups: Mapping[str, Sequence[str]] | Sequence[Sequence[str]] | None
+) -> dict[str, list[str]]:
+    names = list(trainable(model))
+    if groups is None:
+        return {n: [n] for n in names}
+    if isinstance(groups, Mapping):
+        resolved = {str(k): list(v) for k, v in groups.items()}
+    else:
+        resolved = {}
+        for i, members in enumerate(groups):
+            if isinstance(members, str):
+                raise ValueError(f"groups must be lists of parameter names, got the string {members!r}")
+            resolved[f"g{i}:{members[0]}" if members else f"g{i}"] = list(members)
+    seen: set[str] = set()
+    for label, members in resolved.items():
+        for n in members:
+            if n not in names:
+                raise ValueError(f"groups[{label!r}] names {n!r}, which is not a trainable parameter")
+            if n in seen:
+                raise ValueError(f"groups assigns parameter {n!r} to more than one group")
+            seen.add(n)
+    rest = [n for n in names if n not in seen]
+    if rest:  # keeps within + cross = total exact even for a partial partition
+        resolved["_rest"] = rest
+    return resolved
+
+
+def layer_decomposition(
+    model: nn.Module, loss_fn: LossFn, batch: Any, u: Vector,
+    groups: Mapping[str, Sequence[str]] | Sequence[Sequence[str]] | None = None, *,
+    method: str = "hvp", dtype: torch.dtype | None = None,
+) -> dict[str, float]:
+    """Within-layer vs cross-layer parts of ``uᵀHu`` and per-layer NDS.
+
+    Args:
+        model, loss_fn, batch, u: as in :func:`directional_sharpness`.
+        groups: ``{label: [param names]}``, a list of name lists, or None (one group per parameter
+            tensor). Parameters left out go to a ``"_rest"`` group. See :func:`groups_by_block`.
+        method: ``"hvp"`` (one restricted HVP per group) or ``"fwd_fwd"`` (one forward-over-forward
+            second derivative per group: no backward graph).
+        dtype: compute dtype.
+
+    Returns:
+        ``uHu``, ``u_norm_sq``, ``nds``, ``within`` and ``cross`` (both divided by ``‖u‖²`` so that
+        ``within + cross = nds``), ``within_share`` (``within / nds``, NaN near zero) and per group
+        ``within/<g>`` (``u_gᵀH_gg u_g / ‖u‖²``), ``nds/<g>`` (``u_gᵀH_gg u_g / ‖u_g‖²``, the layer's
+        own NDS), ``row/<g>`` (``u_gᵀ(Hu)_g / ‖u‖²``, an attribution that sums to ``nds``) and
+        ``u_share/<g>`` (``‖u_g‖² / ‖u‖²``).
+
+    Cost: ``1 + len(groups)`` HVPs (or second directional derivatives).
+    """
+    if method not in ("hvp", "fwd_fwd"):
+        raise ValueError(f"method must be 'hvp' or 'fwd_fwd', got {method!r}")
+    dt = compute_dtype(model, dtype)
+    ud = as_dict(model, u, dt, arg="u")
+    resolved = _resolve_groups(model, groups)
+    _, _, hu = probe(model, loss_fn, batch, ud, dtype=dt)
+    uhu, nsq = dot(ud, hu), dot(ud, ud)
+    out: dict[str, float] = {"uHu": uhu, "u_norm_sq": nsq, "nds": _ratio(uhu, nsq)}
+    within_raw = 0.0
+    for label, members in resolved.items():
+        ug = restrict(ud, members)
+        gsq = dot(ug, ug, members)
+        if gsq == 0.0:
+            w = 0.0
+        elif method == "hvp":
+            _, _, hg = probe(model, loss_fn, batch, ug, dtype=dt)
+            w = dot(ug, hg, members)
+        else:
+            w = bilinear(model, loss_fn, batch, ug, ug, dtype=dt)
+        within_raw += w
+        out[f"within/{label}"] = _ratio(w, nsq)
+        out[f"nds/{label}"] = _ratio(w, gsq)
+        out[f"row/{label}"] = _ratio(dot(ud, hu, members), nsq)
+        out[f"u_share/{label}"] = _ratio(gsq, nsq)
+    out["within"] = _ratio(within_raw, nsq)
+    out["cross"] = _ratio(uhu - within_raw, nsq)
+    out["within_share"] = _ratio(within_raw, uhu)
+    return out
+
+
+__all__ = ["directional_sharpness", "taylor_decomposition", "layer_decomposition", "groups_by_block"]
