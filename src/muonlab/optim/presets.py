@@ -46,7 +46,8 @@ class Muon(ChainOptimizer):
         ns_steps: orthogonalizer iterations (5).
         orthogonalizer: registry name (``"newton_schulz"``, ``"polar_express"``, ``"svd"``, ...) or a
             callable ``X -> Orth(X)``.
-        ns_dtype: compute dtype of the iteration (``"bfloat16"``; fp64 parameters always use fp64).
+        ns_dtype: compute dtype of the iteration: ``"auto"`` (bf16 on GPUs, fp32 on CPUs), or
+            ``"bfloat16"``, ``"float32"``, ... (fp64 parameters always use fp64).
         adjust_lr: ``"spectral"`` | ``"rms"`` | ``"none"`` (see above).
         momentum_form: ``"ema"`` or ``"sum"`` (identical after orthogonalization).
         batch_3d: treat 3-D parameters as batches of matrices.
@@ -72,7 +73,7 @@ class Muon(ChainOptimizer):
         weight_decay: float = 0.0,
         ns_steps: int = 5,
         orthogonalizer: Any = "newton_schulz",
-        ns_dtype: str | torch.dtype = "bfloat16",
+        ns_dtype: str | torch.dtype = "auto",
         adjust_lr: str = "spectral",
         momentum_form: str = "ema",
         batch_3d: bool = False,
@@ -123,6 +124,6 @@ register("adamw", AdamW, {"lr": 1e-2}, {"lr": 1e-2, "weight_decay": 0.1, "betas"
 register(
     "muon", Muon,
     {"lr": 0.02},
-    {"lr": 0.02, "nesterov": False, "momentum_form": "sum", "weight_decay": 0.1, "adjust_lr": "rms", "ns_dtype": "float32"},
+    {"lr": 0.2, "nesterov": False, "momentum_form": "sum", "weight_decay": 0.01, "adjust_lr": "rms", "ns_dtype": "float32"},
     {"lr": 0.02, "orthogonalizer": "polar_express", "ns_steps": 6, "batch_3d": True, "adjust_lr": "none"},
 )
