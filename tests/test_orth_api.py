@@ -186,6 +186,10 @@ def test_resolve_semantics():
     assert torch.equal(orth.resolve("svd")(X, 1, None), orth.svd_polar(X))
     assert orth.resolve("Polar-Express") is orth.resolve("polar_express")
     assert torch.equal(orth.resolve("gram_newton_schulz")(X, 4, None), orth.gram_newton_schulz(X, "you", 4))
+    assert orth.default_restarts(5) == (2,) and orth.default_restarts(8) == (2, 4, 6)
+    assert torch.equal(
+        orth.resolve("gram_newton_schulz")(X, 8, None), orth.gram_newton_schulz(X, "you", 8, restarts=(2, 4, 6))
+    )
 
 
 def test_resolve_callables():

@@ -16,7 +16,7 @@ References:
     Zhang, Amsel, Chen, Dao, "Gram Newton-Schulz" (2026), https://github.com/Dao-AILab/gram-newton-schulz.
 """
 
-from muonlab.orth.gram import gram_newton_schulz
+from muonlab.orth.gram import default_restarts, gram_newton_schulz
 from muonlab.orth.polar_express import PAPER_CUSHION, optimal_quintic, polar_express_coefficients
 from muonlab.orth.polynomial import newton_schulz
 from muonlab.orth.registry import Orthogonalizer, available, resolve
@@ -46,6 +46,7 @@ __all__ = [
     "Orthogonalizer",
     "apply_safety",
     "available",
+    "default_restarts",
     "gram_newton_schulz",
     "newton_schulz",
     "optimal_quintic",

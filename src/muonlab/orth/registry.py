@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from muonlab.orth.gram import gram_newton_schulz
+from muonlab.orth.gram import default_restarts, gram_newton_schulz
 from muonlab.orth.polynomial import newton_schulz
 from muonlab.orth.svd import svd_polar
 
@@ -33,8 +33,8 @@ def _ns(schedule: str) -> Orthogonalizer:
 
 
 def _gram(X: Tensor, steps: int = 5, dtype: torch.dtype | None = None) -> Tensor:
-    """gram_newton_schulz(X, schedule='you', steps, dtype=dtype)."""
-    return gram_newton_schulz(X, "you", steps, dtype=dtype)
+    """gram_newton_schulz(X, 'you', steps, restarts=default_restarts(steps), dtype=dtype)."""
+    return gram_newton_schulz(X, "you", steps, restarts=default_restarts(steps), dtype=dtype)
 
 
 def _svd(X: Tensor, steps: int = 5, dtype: torch.dtype | None = None) -> Tensor:
