@@ -14,3 +14,6 @@ __all__ = [
     "AdamW", "ChainOptimizer", "Muon", "OptimizerInfo", "classify", "optimizer_infos", "optimizers", "orth",
     "param_groups", "register",
 ]
+from .optim import AdaMuon, NorMuon, TrasMuon  # noqa: E402
+
+__all__ += ["AdaMuon", "NorMuon", "TrasMuon"]

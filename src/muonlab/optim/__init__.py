@@ -5,3 +5,8 @@ from .registry import OptimizerInfo, optimizer_infos, optimizers, register
 from .shell import ChainOptimizer
 
 __all__ = ["AdamW", "ChainOptimizer", "Muon", "OptimizerInfo", "optimizer_infos", "optimizers", "register"]
+from .adamuon import AdaMuon  # noqa: E402  (registers "adamuon")
+from .normuon import NorMuon  # noqa: E402  (registers "normuon")
+from .trasmuon import TrasMuon  # noqa: E402  (registers "trasmuon")
+
+__all__ += ["AdaMuon", "NorMuon", "TrasMuon"]

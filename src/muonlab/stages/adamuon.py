@@ -1,0 +1,47 @@
+"""AdaMuon's element-wise second moment on the orthogonalized update.
+
+AdaMuon orthogonalizes the *sign* of the momentum (v2/v3 of the paper and the official code), then
+keeps an Adam-like EMA ``V`` of the squared orthogonalized update, element by element, with the
+same beta as the momentum and no bias correction, divides by ``sqrt(V) + eps`` and rescales each
+matrix to RMS 0.2 so that AdamW's learning rate and weight decay carry over.
+
+References:
+    Si, Zhang, Shen, "AdaMuon: Adaptive Muon Optimizer", arXiv 2507.11005 (v2/v3);
+    official code https://github.com/Chongjie-Si/AdaMuon (``gpt2/models/optimizers/adamuon.py``).
+"""
+
+from __future__ import annotations
+
+import math
+
+from .base import Stack
+from .normuon import frobenius
+from .orthogonalize import sign
+from .scale import MATCHED_ADAMW_RMS
+
+
+def sign_before_orth(stack: Stack) -> None:
+    """``U <- sign(U)`` when the group's ``sign_before_orth`` is on (AdaMuon v2/v3); else nothing (v1)."""
+    if stack.group["sign_before_orth"]:
+        sign(stack)
+
+
+def normalize_elements(stack: Stack) -> None:
+    """AdaMuon's element-wise normalisation; state ``adamuon.v`` of shape ``(m, n)`` per matrix.
+
+    Group keys: ``momentum`` (the beta shared with the first moment), ``eps``.
+
+    .. code-block:: text
+
+        V  <- beta V + (1 - beta) O * O                      # no bias correction
+        O^ <- O / (sqrt(V) + eps)
+        O^ <- O^ * 0.2 sqrt(mn) / (||O^||_F + eps)           # RMS 0.2
+    """
+    beta = stack.group["momentum"]
+    eps = stack.group["eps"]
+    O = stack.update  # (k, m, n)
+    m, n = O.shape[-2:]
+    V = stack.buffer("adamuon.v")
+    V.mul_(beta).addcmul_(O, O, value=1 - beta)
+    U = O / (V.sqrt() + eps)
+    stack.update = U * (MATCHED_ADAMW_RMS * math.sqrt(m * n) / (frobenius(U) + eps))
