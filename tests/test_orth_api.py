@@ -253,3 +253,14 @@ def test_user_schedule_and_prescale():
     assert torch.equal(orth.newton_schulz(X, sched, 3), expected)
     assert torch.equal(orth.newton_schulz(X, sched, 3, prescale=1.0), expected)
     assert not torch.equal(orth.newton_schulz(X, sched, 3, prescale=1.05), expected)
+
+
+def test_accuracy_script_smoke(capsys):
+    """`python -m muonlab.orth.accuracy` runs and prints both tables (tiny sizes)."""
+    from muonlab.orth import accuracy
+
+    accuracy.main(["--m", "8", "--n", "16", "--steps", "2", "--methods", "you", "gram:polar_express", "--dtypes", "fp64"])
+    out = capsys.readouterr().out
+    assert "(a) scalar worst case" in out and "| Gaussian 8x16 | gram:polar_express | 2 |" in out
+    with pytest.raises(ValueError, match="methods"):
+        accuracy.main(["--methods", "nope"])
