@@ -1,0 +1,59 @@
+"""``python -m muonlab curvature``: the curvature paper's findings reproduced at small scale.
+
+Also the bench callback :class:`CurvatureProbe` (registered in the bench as ``"curvature"``), which
+any bench experiment can attach with a ``[callbacks.curvature]`` table.
+
+.. code-block:: text
+
+    python -m muonlab curvature                  # full default (about 10 min on 2 CPU cores)
+    python -m muonlab curvature --quick          # smoke run (< 3 min)
+    python -m muonlab curvature my.toml --set steps=800 --set optimizers.muon.lr=0.03 --out runs
+
+Writes ``<out>/curvature/report.md``, ``summary.json``, ``figures/*.png`` and one JSONL record per
+training run under ``runs/`` (finished runs are reused when the command is repeated).
+
+References:
+    Wang et al., "Why Muon Outperforms Adam: A Curvature Perspective", arXiv 2606.04662 (2026).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from muonlab.bench.curvature.probe import CurvatureCallback, CurvatureProbe
+
+__all__ = ["CurvatureCallback", "CurvatureProbe", "add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of the ``curvature`` subcommand."""
+    parser.add_argument("config", nargs="?", default=None,
+                        help="optional TOML file overriding the defaults (see muonlab.bench.curvature.config)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, fewer steps, smaller sweeps (< 3 min)")
+    parser.add_argument("--out", default="runs", metavar="DIR", help="output root (default: runs/); the report "
+                        "goes to DIR/<name>/report.md")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value with a dotted key and a TOML literal, e.g. --set steps=300 "
+                             "--set optimizers.muon.lr=0.03 --set sweep.enabled=false; repeatable")
+    parser.add_argument("--no-progress", action="store_true", help="disable the progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the experiment described by ``args``; returns the exit status."""
+    from muonlab.bench.curvature.config import load_config
+    from muonlab.bench.curvature.experiment import run_experiment
+
+    try:
+        cfg = load_config(args.config, list(args.overrides), quick_run=args.quick)
+    except ValueError as exc:
+        print(f"muonlab curvature: config error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out) / cfg.name
+    command = "python -m muonlab curvature " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    summary = run_experiment(cfg, out, progress=not args.no_progress, command=command.strip())
+    print(f"\nReport: {out / 'report.md'}")
+    print("Figures: " + ", ".join(str(out / p) for p in summary["figures"].values()))
+    return 0
