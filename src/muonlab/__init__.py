@@ -17,3 +17,6 @@ __all__ = [
 from .optim import AdaMuon, NorMuon, TrasMuon  # noqa: E402
 
 __all__ += ["AdaMuon", "NorMuon", "TrasMuon"]
+from .optim import NAMO, NAMOD, AdaGO  # noqa: E402
+
+__all__ += ["AdaGO", "NAMO", "NAMOD"]

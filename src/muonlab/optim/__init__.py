@@ -10,3 +10,7 @@ from .normuon import NorMuon  # noqa: E402  (registers "normuon")
 from .trasmuon import TrasMuon  # noqa: E402  (registers "trasmuon")
 
 __all__ += ["AdaMuon", "NorMuon", "TrasMuon"]
+from .adago import AdaGO  # noqa: E402  (registers "adago")
+from .namo import NAMO, NAMOD  # noqa: E402  (registers "namo", "namo-d")
+
+__all__ += ["AdaGO", "NAMO", "NAMOD"]

@@ -1,0 +1,160 @@
+"""NAMO and NAMO-D: Adam-style norm-ratio stepsizes for orthogonalized momentum.
+
+NAMO scales the orthogonalized momentum ``O = Orth(M~)`` of each matrix by one adaptive scalar
+
+    alpha = lr * sqrt(1 - mu2^t) / (1 - mu1^t) * ||M~||_F / (sqrt(v) + eps),   v = EMA_mu2(||G||_F^2)
+
+and NAMO-D by one per column (per input feature of a PyTorch ``(out, in)`` weight),
+
+    r_j = ||M~[:, j]|| / (sqrt(V_j) + eps),   V_j = EMA_mu2(||G[:, j]||^2),
+
+clamped into ``[c * mean(r), mean(r) / c]`` (NaN-aware mean). ``M~`` is the momentum that is
+orthogonalized (Nesterov-mixed by default) and ``G`` the raw gradient. Both stages run *after* the
+momentum stage and *before* ``orthogonalize``: they read the norms of ``stack.update`` and set
+``stack.step_size`` and ``stack.decay``; the direction is left to the orthogonalizer.
+
+``group["variant"]`` picks the form:
+
+* ``"official"`` (minxin-zhg/namo ``src/namo.py``): shape factor ``kappa * sqrt(max(A, B))``,
+  ``min(., 1)`` caps on the update and the decay rates, decay ``1 - wd * min(alpha, 1)``
+  (NAMO-D: per column, floored at 0), ``1e-12`` in the bias-correction denominator;
+* ``"paper"`` (arXiv 2602.17080 §2.3 / §3.3): no shape factor, no caps, decay folded in as
+  ``W <- W - alpha (O + wd W)`` (NAMO-D: per column, ``W <- W - (O + wd W) D``).
+
+References:
+    Minxin Zhang et al., "Adam Improves Muon: Adaptive Moment Estimation with Orthogonalized
+    Momentum", arXiv 2602.17080. Official code https://github.com/minxin-zhg/namo (``src/namo.py``,
+    HEAD a3f37b0; eps outside the sqrt since commit 5f8805a).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .base import Scalar, Stack
+
+VARIANTS = ("official", "paper")
+#: "leading": A, B = W.shape[:2] as in the official code (conv: out, in_channels);
+#: "flattened": A, B = the (out, rest) matrix view the orthogonalizer sees.
+CONV_SHAPES = ("leading", "flattened")
+#: Added to 1 - mu1^t in the official code (namo.py); kept in the "official" variant only.
+BIAS_EPS = 1e-12
+
+
+def safe_norm(X: Tensor, dim: int | tuple[int, ...]) -> Tensor:
+    """Euclidean norm of ``X`` over ``dim`` that neither overflows nor squares past the dtype.
+
+    ``||X|| = amax * ||X / amax||`` (a plain sum of squares overflows fp32 once entries pass
+    ~1e19). The result is then saturated at ``sqrt(finfo.max) / 2`` so that its square, and any
+    EMA of squares, stays finite: the stepsize ratios only lose their scale invariance above that
+    absurd size (1e30-entry gradients give a bounded step instead of Inf/NaN state).
+    """
+    amax = X.abs().amax(dim=dim, keepdim=True)
+    scale = torch.where(amax > 0, amax, torch.ones_like(amax))
+    norm = torch.linalg.vector_norm(X / scale, dim=dim) * scale.squeeze(dim)
+    return norm.clamp(max=math.sqrt(torch.finfo(X.dtype).max) / 2)
+
+
+def ratio(num: Tensor, den: Tensor, eps: float) -> Tensor:
+    """``num / (den + eps)``, and 0 where the denominator is 0 (eps = 0 with a zero history)."""
+    den = den + eps
+    return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(num))
+
+
+def bias_corrected_lr(stack: Stack) -> Tensor:
+    """``lr * sqrt(1 - mu2^t) / (1 - mu1^t)``, shape ``(k,)``, on the device (no host sync)."""
+    official = stack.group["variant"] == "official"
+    t = stack.step  # (k,)
+    b1 = 1 - torch.pow(stack.group["momentum"], t)
+    b2 = 1 - torch.pow(stack.group["mu2"], t)
+    return stack.hp("lr") * b2.sqrt() / (b1 + BIAS_EPS if official else b1)
+
+
+def namo_shape_factor(stack: Stack) -> Scalar:
+    """``kappa * sqrt(max(A, B))`` per matrix: a float, or a ``(k,)`` tensor if they differ.
+
+    With ``conv_shape="leading"`` an N-D (N > 2) parameter uses ``A, B = W.shape[:2]`` as the
+    official code does; 2-D weights and the matrices of a ``batch_3d`` parameter use their view.
+    """
+    kappa, rule = stack.group["scale_coeff"], stack.group["conv_shape"]
+    m, n = stack.shape[-2:]
+    shapes = stack.param_shapes or [(m, n)] * len(stack.counts)
+    factors = []
+    for shape, count, squeeze in zip(shapes, stack.counts, stack.squeeze):
+        a, b = (shape[0], shape[1]) if rule == "leading" and squeeze and len(shape) > 2 else (m, n)
+        factors += [kappa * math.sqrt(max(a, b))] * count
+    if len(set(factors)) == 1:
+        return factors[0]
+    # Mixed conv / linear bucket: built with device fills (no host-to-device copy, no sync).
+    opts = dict(dtype=stack.grad.dtype, device=stack.grad.device)
+    return torch.cat([torch.full((1,), f, **opts) for f in factors])
+
+
+def clamp_to_mean(r: Tensor, c: float) -> Tensor:
+    """Clip each row of ``r`` (shape ``(..., n)``) into ``[c * mean, mean / c]``.
+
+    The mean is NaN-aware (``torch.nanmean``) and taken over the pre-clamp values. If it is not
+    finite and positive (all NaN, or all zero) the bounds fall back to ``[0, inf)``. ``c`` outside
+    ``(0, 1]`` disables the clamp, as in the official code. NaN entries stay NaN.
+    """
+    if not 0 < c <= 1:
+        return r
+    mean = torch.nanmean(r, dim=-1, keepdim=True)  # (..., 1)
+    ok = torch.isfinite(mean) & (mean > 0)
+    lo = torch.where(ok, c * mean, torch.zeros_like(mean))
+    hi = torch.where(ok, mean / c, torch.full_like(mean, math.inf))
+    return torch.clamp(r, lo, hi)
+
+
+def scale_by_namo(stack: Stack) -> None:
+    """NAMO's adaptive stepsize; state ``namo.v`` (one scalar per matrix).
+
+    Group keys: ``lr``, ``momentum`` (mu1), ``mu2``, ``eps``, ``weight_decay``, ``variant``,
+    ``scale_coeff`` (kappa) and ``conv_shape`` (official variant only).
+    """
+    group = stack.group
+    mu2, wd = group["mu2"], group["weight_decay"]
+    g = safe_norm(stack.grad, (-2, -1))  # (k,) raw gradient norm
+    m = safe_norm(stack.update, (-2, -1))  # (k,) norm of the momentum that gets orthogonalized
+    v = stack.buffer("namo.v", ())  # (k,)
+    v.mul_(mu2).addcmul_(g, g, value=1 - mu2)
+    alpha = bias_corrected_lr(stack) * ratio(m, v.sqrt(), group["eps"])  # (k,)
+    if group["variant"] == "official":
+        step = torch.clamp(alpha * namo_shape_factor(stack), max=1.0)
+        rate = torch.clamp(alpha, max=1.0)
+    else:
+        step, rate = alpha, alpha
+    stack.step_size = stack.per_item(step)
+    if wd != 0:
+        stack.decay = stack.per_item(1 - wd * rate)
+
+
+def scale_by_namo_d(stack: Stack) -> None:
+    """NAMO-D's per-column stepsizes; state ``namo_d.v`` (a vector of length n per matrix).
+
+    Group keys: those of :func:`scale_by_namo`, plus ``c`` (clamp; outside ``(0, 1]``: none).
+    """
+    group = stack.group
+    mu2, wd = group["mu2"], group["weight_decay"]
+    n = stack.shape[-1]
+    cg = safe_norm(stack.grad, -2)  # (k, n) column norms of the raw gradient
+    cm = safe_norm(stack.update, -2)  # (k, n) column norms of the orthogonalized momentum
+    V = stack.buffer("namo_d.v", (n,))  # (k, n)
+    V.mul_(mu2).addcmul_(cg, cg, value=1 - mu2)
+    r = clamp_to_mean(ratio(cm, V.sqrt(), group["eps"]), group["c"])  # (k, n)
+    # The clamp is positively homogeneous, so scaling by the bias-corrected lr after it is the
+    # same as clamping the bias-corrected ratios (the paper's statement).
+    d = bias_corrected_lr(stack).unsqueeze(-1) * r  # (k, n)
+    if group["variant"] == "official":
+        factor = namo_shape_factor(stack)
+        factor = factor.unsqueeze(-1) if isinstance(factor, Tensor) else factor
+        step = torch.clamp(d * factor, max=1.0)
+        decay = torch.clamp(1 - wd * torch.clamp(d, max=1.0), min=0.0)
+    else:
+        step, decay = d, 1 - wd * d
+    stack.step_size = step.unsqueeze(-2)  # (k, 1, n): scales column j of O
+    if wd != 0:
+        stack.decay = decay.unsqueeze(-2)
