@@ -164,15 +164,14 @@ def test_warmup_freezes_gate():
 
 
 def test_state_layout():
-    """Named state: v (m,), e_ref (), c_ema/c_last/sf_c/c_avg (n,), sf_s (); conv as (out, rest)."""
+    """Named state: v (m,), e_ref (), c_ema/c_last/sf_c (n,), sf_s (); conv as (out, rest)."""
     p = torch.randn(4, 3, 3, 2, requires_grad=True)
     opt = muonlab.TrasMuon([{"params": [p]}])
     p.grad = torch.randn_like(p)
     opt.step()
     shapes = {k: tuple(v.shape) for k, v in opt.state[p].items()}
     assert shapes == {"step": (), "momentum": (4, 18), "trasmuon.v": (4,), "trasmuon.e_ref": (),
-                      "trasmuon.c_last": (18,), "trasmuon.sf_s": (), "trasmuon.sf_c": (18,), "trasmuon.c_avg": (18,),
-                      "trasmuon.c_ema": (18,)}
+                      "trasmuon.c_last": (18,), "trasmuon.sf_s": (), "trasmuon.sf_c": (18,), "trasmuon.c_ema": (18,)}
 
 
 @pytest.mark.parametrize("config", ["defaults", "soft-gate-no-sf-grad", "warmup-b-source"])

@@ -70,7 +70,8 @@ class TrasMuon(ChainOptimizer):
             ``adamw_weight_decay=weight_decay`` to keep the authors' shared values when you change them.
 
     References:
-        Cheng, Zang, Li, Ma, Cui, Zhang, Chen, Jian, Tong, "TrasMuon", arXiv 2602.13498.
+        Cheng, Zang, Li, Ma, Cui, Zhang, Chen, Jian, Tong, "TrasMuon: Trust-Region Adaptive Scaling for
+        Orthogonalized Momentum Optimizers", arXiv 2602.13498.
         Authors' code: PyPI ``trasmuon-pytorch`` 0.1.0 (v2.1), https://github.com/zangjiucheng/TrasMuon.
     """
 

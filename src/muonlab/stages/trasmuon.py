@@ -16,8 +16,8 @@ Every step-dependent decision (first-step ``E_ref``, the every-``P`` refresh, wa
 ``torch.where`` on the ``(k,)`` step tensor, so nothing is read back from the device.
 
 References:
-    Cheng, Zang, Li, Ma, Cui, Zhang, Chen, Jian, Tong, "TrasMuon" (trust-region adaptive scaling
-    for Muon), arXiv 2602.13498; authors' code ``trasmuon-pytorch`` 0.1.0 (TrasMuon v2.1),
+    Cheng, Zang, Li, Ma, Cui, Zhang, Chen, Jian, Tong, "TrasMuon: Trust-Region Adaptive Scaling for
+    Orthogonalized Momentum Optimizers", arXiv 2602.13498; authors' code ``trasmuon-pytorch`` 0.1.0 (TrasMuon v2.1),
     https://github.com/zangjiucheng/TrasMuon. Spec: secondary_optimizers.md §1.
 """
 
@@ -66,8 +66,9 @@ def _column_energy(X: torch.Tensor) -> torch.Tensor:
 def gate_columns(stack: Stack) -> None:
     """The column-energy trust region with schedule-free smoothing of the gate.
 
-    State (per matrix): ``trasmuon.e_ref`` (), ``trasmuon.c_ema`` (n,), ``trasmuon.c_last`` (n,), and
-    with SF on ``trasmuon.sf_s`` (), ``trasmuon.sf_c`` (n,), ``trasmuon.c_avg`` (n,).
+    State (per matrix): ``trasmuon.e_ref`` (), ``trasmuon.c_ema`` (n,) (gate active only),
+    ``trasmuon.c_last`` (n,), and with SF on ``trasmuon.sf_s`` () and ``trasmuon.sf_c`` (n,), the sums
+    ``S = sum a lr^2`` and ``C = sum a lr^2 c_last`` (``c_avg = C / (S + 1e-12)`` is recomputed).
 
     Group keys: ``col_gate_enabled``, ``col_gate_use``, ``energy_quantile`` (q), ``col_gate_alpha``
     (alpha), ``col_gate_cmin`` (c_min), ``energy_k`` (k_E), ``use_energy_trigger``, ``gate_ema`` (rho),
@@ -114,10 +115,12 @@ def gate_columns(stack: Stack) -> None:
         w = (a.to(B.dtype) * lr * lr).unsqueeze(-1)  # (k, 1)
         S = stack.buffer("trasmuon.sf_s", ())
         C = stack.buffer("trasmuon.sf_c", (n,))
-        c_avg = stack.buffer("trasmuon.c_avg", (n,), fill=1.0)
         S.add_(w.squeeze(-1))
         C.add_(w * c_last)
-        c_avg.copy_(torch.where(S.unsqueeze(-1) > 0, C / (S.unsqueeze(-1) + _TINY), c_avg))
+        # The authors keep c_avg as state, updated only while S > 0; S never decreases, so S = 0 means
+        # it always was and c_avg is still its initial 1: c_avg is a function of (S, C), not state.
+        S_ = S.unsqueeze(-1)  # (k, 1)
+        c_avg = torch.where(S_ > 0, C / (S_ + _TINY), torch.ones_like(C))
 
     if group["col_gate_enabled"] and n >= group["col_gate_min_in"]:
         r = e / (E_ref.unsqueeze(-1) + _TINY)  # (k, n)
