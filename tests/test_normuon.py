@@ -77,7 +77,7 @@ def test_first_step_rows_balanced(variant):
 
 
 def test_conv_statistics_on_out_rest_view():
-    """Conv weights are normalised per output channel (state (out, 1)), not per (out, in, kh) as in the official code."""
+    """Conv weights are normalised per output channel (state (out, 1)), not per (out, in, kh) as officially."""
     G = torch.randn(4, 3, 3, 2, dtype=torch.float64)
     U, opt, p = _one_step_update({"eps": 0.0}, G)
     assert opt.state[p]["normuon.v"].shape == (4, 1)
