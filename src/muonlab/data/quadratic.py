@@ -122,17 +122,17 @@ class StructuredQuadratic:
     # --- the problem ---------------------------------------------------------------------------
     def hvp(self, Y: torch.Tensor) -> torch.Tensor:
         """``H[Y] = Σ_k A_k Y B_k``; ``Y`` may carry leading batch dimensions ``(..., d1, d2)``."""
-        A, B = self.A.to(Y.dtype), self.B.to(Y.dtype)
+        A, B = self.A.to(Y), self.B.to(Y)  # follow Y's dtype and device
         return (A @ Y.unsqueeze(-3) @ B).sum(-3)  # (..., r, d1, d2) summed over k
 
     def loss(self, W: torch.Tensor) -> torch.Tensor:
         """``½ <W, H[W]> − <G, W> + c`` (differentiable; 0 at the optimum)."""
-        G = self.G.to(W.dtype)
+        G = self.G.to(W)
         return 0.5 * (W * self.hvp(W)).sum() - (G * W).sum() + self.const
 
     def grad(self, W: torch.Tensor) -> torch.Tensor:
         """Exact gradient ``H[W] − G``."""
-        return self.hvp(W) - self.G.to(W.dtype)
+        return self.hvp(W) - self.G.to(W)
 
     def hessian(self) -> torch.Tensor:
         """Explicit ``(d1 d2, d1 d2)`` Hessian for row-major ``W.reshape(-1)`` (small sizes only)."""
