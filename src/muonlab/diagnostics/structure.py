@@ -197,7 +197,7 @@ def structural_summary(
     w, pairs = paired_curvatures(kr["A"], kr["B"], qa, qb)
     out = {f"xi_{k}": float(kr["xi"][k - 1]) for k in range(1, min(8, kr["xi"].numel()) + 1)}
     out.update(eta_A=ea["eta_sd"], eta_B=eb["eta_sd"])
-    pos = w[w > 0]
+    pos = w[w > 1e-8 * w.abs().max()]  # "positive" = above round-off relative to the largest
     out["q_positive"] = float(pos.numel())
     out["w_span"] = float(pos[0] / pos[-1]) if pos.numel() else float("nan")
     zeta = grad_energy_ratio(grad, qa, qb, pairs)

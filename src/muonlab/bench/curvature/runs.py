@@ -25,6 +25,7 @@ from muonlab.bench.runner import RunSpec, finished_summary, load_run, run
 from muonlab.bench.tasks import make_task
 
 OnStep = Callable[[int, int], None]
+POSITIVE_RTOL = 1e-8  # paired curvatures below this fraction of the largest count as zero
 
 
 def _task(task_cfg: dict[str, Any]) -> Any:
@@ -94,7 +95,7 @@ def structure(sc: StructureConfig, cfg: CurvatureConfig, out: Path, on_step: OnS
         qb, eb = dg.joint_diagonalize(kr["B"])
         wc, pairs = dg.paired_curvatures(kr["A"], kr["B"], qa, qb)
         zeta = dg.grad_energy_ratio(w.grad.detach(), qa, qb, pairs)
-        pos = wc[wc > 0]
+        pos = wc[wc > POSITIVE_RTOL * wc.abs().max()]  # "positive" = above round-off
         results[short] = {
             "xi": kr["xi"][:8].tolist(), "eta_A": ea["eta_sd"], "eta_B": eb["eta_sd"],
             "w": wc.tolist(), "q_positive": int(pos.numel()),
