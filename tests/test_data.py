@@ -178,7 +178,8 @@ def test_window_batches_deterministic():
 
 
 def _autograd_hessian(prob):
-    return torch.autograd.functional.hessian(lambda v: prob.loss(v.view(prob.d1, prob.d2)), torch.zeros(prob.d1 * prob.d2, dtype=torch.float64))
+    flat = torch.zeros(prob.d1 * prob.d2, dtype=torch.float64)
+    return torch.autograd.functional.hessian(lambda v: prob.loss(v.view(prob.d1, prob.d2)), flat)
 
 
 @pytest.mark.parametrize("shape", [(5, 5), (6, 4), (3, 7)])
@@ -223,3 +224,16 @@ def test_quadratic_validation():
         StructuredQuadratic(4, 4, rho=0.5)
     with pytest.raises(ValueError, match="q"):
         StructuredQuadratic(4, 4, q=9)
+
+
+def test_zipf_emission_entropy_floor():
+    """At s = 0 the floor is the mean log lexicon size over the stream (specials count 0); s = 1 is lower."""
+    g = ZipfPCFG(exponent=0.0, vocab_size=512)
+    x = g.sample(100_000, seed=0)
+    log_size = torch.zeros(g.vocab_size, dtype=torch.float64)
+    for lex in g.lexicons:
+        log_size[lex] = float(np.log(len(lex)))
+    assert g.last_stats["emission_entropy_floor"] == pytest.approx(float(log_size[x].mean()), rel=1e-2)
+    g1 = ZipfPCFG(exponent=1.0, vocab_size=512)
+    g1.sample(100_000, seed=0)
+    assert g1.last_stats["emission_entropy_floor"] < g.last_stats["emission_entropy_floor"]

@@ -115,6 +115,7 @@ def test_default_configs_construct():
         ("gpt", {"attn_impl": "flash"}, "attn_impl"),
         ("gpt", {"exponent": -1.0}, "exponent"),
         ("gpt", {"batch_size": 0}, "batch_size"),
+        ("gpt", {"val_tokens": 10}, "val_tokens"),
         ("regression", {"depth": 1}, "depth"),
         ("regression", {"lr": 0.1}, "lr"),
         ("image", {"path": "/no/such/cifar"}, "/no/such/cifar"),

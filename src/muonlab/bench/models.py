@@ -60,7 +60,8 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bsz, t, c = x.shape
-        q, k, v = (lin(x).view(bsz, t, self.n_head, c // self.n_head).transpose(1, 2) for lin in (self.c_q, self.c_k, self.c_v))
+        hs = c // self.n_head
+        q, k, v = (lin(x).view(bsz, t, self.n_head, hs).transpose(1, 2) for lin in (self.c_q, self.c_k, self.c_v))
         if self.attn_impl == "sdpa":
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         elif self.attn_impl == "math":

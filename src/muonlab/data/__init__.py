@@ -15,11 +15,11 @@ from .quadratic import StructuredQuadratic, random_orthogonal
 from .text import load_text_bytes, stdlib_root, text_splits
 from .tokens import TokenShards, check_token_dir, open_shard
 from .windows import DataPathError, fixed_windows, random_windows, window_batches
-from .zipf_pcfg import ZipfPCFG, ZipfPCFGConfig, rank_frequency_slope, zipf_pcfg_splits
+from .zipf_pcfg import ZipfPCFG, ZipfPCFGConfig, imbalance_stats, rank_frequency_slope, zipf_pcfg_splits
 
 __all__ = [
     "DataPathError", "StructuredQuadratic", "TokenShards", "ZipfPCFG", "ZipfPCFGConfig",
-    "check_token_dir", "fixed_windows", "load_text_bytes", "open_shard", "random_orthogonal",
+    "check_token_dir", "fixed_windows", "imbalance_stats", "load_text_bytes", "open_shard", "random_orthogonal",
     "random_windows", "rank_frequency_slope", "stdlib_root", "text_splits", "window_batches",
     "zipf_pcfg_splits",
 ]

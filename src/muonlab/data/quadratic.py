@@ -87,7 +87,8 @@ class StructuredQuadratic:
         q = p if q is None else q
         checks = {
             "d1": (d1, d1 >= 1), "d2": (d2, d2 >= 1), "q": (q, 1 <= q <= p), "alpha": (alpha, 0 < alpha < 1),
-            "rho": (rho, math.isfinite(rho) and rho >= 1), "sigma_ratio": (sigma_ratio, math.isfinite(sigma_ratio) and sigma_ratio > 0),
+            "rho": (rho, math.isfinite(rho) and rho >= 1),
+            "sigma_ratio": (sigma_ratio, math.isfinite(sigma_ratio) and sigma_ratio > 0),
             "r": (r, r >= 1), "w_low": (w_low, math.isfinite(w_low) and w_low > 0),
             "sigma_low": (sigma_low, math.isfinite(sigma_low) and sigma_low > 0),
         }

@@ -50,7 +50,9 @@ def iter_text_files(root: Path, pattern: str = "*") -> Iterator[Path]:
             yield Path(entry.path)
 
 
-def load_text_bytes(path: str | os.PathLike | None = None, *, pattern: str | None = None, max_bytes: int = 4_000_000) -> torch.Tensor:
+def load_text_bytes(
+    path: str | os.PathLike | None = None, *, pattern: str | None = None, max_bytes: int = 4_000_000
+) -> torch.Tensor:
     """Concatenated UTF-8 bytes of a file, a folder, or (``path=None``) the stdlib sources.
 
     Args:

@@ -73,6 +73,6 @@ def fixed_windows(stream: Any, n_batches: int, batch_size: int, block_size: int)
         raise ValueError(f"n_batches must be >= 1, got {n_batches}")
     n = n_batches * batch_size
     last = _length(stream) - block_size - 1
-    starts = torch.linspace(0, last, n, dtype=torch.float64).round().long() if n > 1 else torch.zeros(1, dtype=torch.long)
+    starts = torch.linspace(0, last, n, dtype=torch.float64).round().long()  # n == 1 gives [0]
     rows = _gather(stream, starts, block_size + 1)
     return [(r[:, :-1], r[:, 1:]) for r in rows.split(batch_size)]

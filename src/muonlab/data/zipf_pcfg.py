@@ -28,7 +28,7 @@ from functools import lru_cache
 
 import torch
 
-__all__ = ["ZipfPCFGConfig", "ZipfPCFG", "zipf_pcfg_splits", "rank_frequency_slope", "derive_seed"]
+__all__ = ["ZipfPCFGConfig", "ZipfPCFG", "zipf_pcfg_splits", "rank_frequency_slope", "imbalance_stats", "derive_seed"]
 
 N_SPECIAL = 2  # BOS and EOS; the spec's optional SEP is redundant with an EOS/BOS pair
 
@@ -112,10 +112,13 @@ class ZipfPCFG:
         n_lex = c.vocab_size - N_SPECIAL
         perm = torch.randperm(n_lex, generator=g)  # random partition *and* random rank order
         self.lexicons = list(torch.tensor_split(perm, c.n_preterminals))
-        self._emit_cdf = []
+        self._emit_cdf, entropies = [], []
         for lex in self.lexicons:
             p = torch.arange(1, len(lex) + 1, dtype=torch.float64) ** -c.exponent
-            self._emit_cdf.append((p / p.sum()).cumsum(0))
+            p = p / p.sum()
+            self._emit_cdf.append(p.cumsum(0))
+            entropies.append(float(-(p * p.log()).sum()))
+        self.emission_entropy = torch.tensor(entropies, dtype=torch.float64)  # (P,) nats
         self.bos, self.eos = n_lex, n_lex + 1
         self.last_stats: dict[str, float] = {}
 
@@ -186,12 +189,14 @@ class ZipfPCFG:
             raise ValueError(f"n_tokens must be >= 1, got {n_tokens}")
         g = torch.Generator().manual_seed(derive_seed(seed, "sample"))
         parts, total, n_sent, n_capped, n_lexical = [], 0, 0, 0, 0
+        cat_counts = torch.zeros(self.config.n_preterminals, dtype=torch.float64)
         while total < n_tokens:
             # Size each chunk from what is still missing (deterministic: depends on counts only);
             # 8 tokens per sentence is a safe under-estimate, so few chunks are needed.
             n_chunk = min(chunk_sentences, (n_tokens - total) // 8 + 16)
             pre, sid, capped = self._skeletons(n_chunk, g)
             toks = self._emit(pre, g)
+            cat_counts += torch.bincount(pre, minlength=self.config.n_preterminals).double()
             lengths = torch.bincount(sid, minlength=n_chunk)
             span = lengths + 2
             offset = span.cumsum(0) - span  # where each sentence's BOS goes
@@ -203,7 +208,14 @@ class ZipfPCFG:
             parts.append(chunk)
             total += chunk.numel()
             n_sent, n_capped, n_lexical = n_sent + n_chunk, n_capped + capped, n_lexical + toks.numel()
-        self.last_stats = {"mean_sentence_length": n_lexical / n_sent, "depth_capped_fraction": n_capped / n_sent}
+        # Even a model that knows every preterminal must pay the emission entropy on lexical tokens:
+        # a lower bound on the achievable mean cross-entropy (nats/token) of this stream.
+        floor = float((cat_counts * self.emission_entropy).sum()) / total
+        self.last_stats = {
+            "mean_sentence_length": n_lexical / n_sent,
+            "depth_capped_fraction": n_capped / n_sent,
+            "emission_entropy_floor": floor,
+        }
         return torch.cat(parts)[:n_tokens]
 
 
@@ -221,6 +233,13 @@ def rank_frequency_slope(tokens: torch.Tensor, lo: int = 1, hi: int | None = Non
     y = counts[lo - 1 : hi].log()
     x = x - x.mean()
     return float((x * (y - y.mean())).sum() / (x * x).sum())
+
+
+def imbalance_stats(tokens: torch.Tensor, top: float = 0.01) -> dict[str, float]:
+    """Spec §3 sanity checks: global rank-frequency slope and the mass of the top ``top`` of ids."""
+    counts = torch.bincount(tokens.flatten()).double().sort(descending=True).values
+    k = max(1, round(top * counts.numel()))
+    return {"slope": rank_frequency_slope(tokens), f"top{top:g}_mass": float(counts[:k].sum() / counts.sum())}
 
 
 @lru_cache(maxsize=8)

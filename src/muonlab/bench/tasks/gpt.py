@@ -6,7 +6,8 @@ under 10 s), ~20 ms on byte-level text; the spec's 4412-token vocabulary costs ~
 a busy laptop is several times slower.
 
 ``data="zipf-pcfg"`` (default) is generated in memory from ``data_seed``; ``data="text"`` reads a
-UTF-8 file/folder or, without ``path``, the Python stdlib sources; ``data="tokens"`` memory-maps ``train.bin``/``val.bin`` (uint16) from ``path``.
+UTF-8 file/folder or, without ``path``, the Python stdlib sources; ``data="tokens"`` memory-maps
+``train.bin``/``val.bin`` (uint16) from ``path``.
 
 References:
     Wang et al., arXiv:2606.04662 (Zipf-PCFG imbalance study); Karpathy, nanoGPT (token shards,
@@ -106,6 +107,9 @@ class GPTTask:
             raise DataPathError(f"path does not exist: {self.path!r}")
         if self.data == "zipf-pcfg" and self.path is not None:
             raise ValueError("path must be None when data='zipf-pcfg' (the data are generated)")
+        for key in ("train_tokens", "val_tokens"):
+            if self.data == "zipf-pcfg" and getattr(self, key) <= self.block_size:
+                raise ValueError(f"{key} must exceed block_size={self.block_size}, got {getattr(self, key)}")
         if self.target is None:
             self.target = self.DEFAULT_TARGETS[self.data]
         check_finite(target=self.target)
