@@ -114,6 +114,19 @@ def test_tiny_sweep_writes_report_and_plots(tmp_path):
     assert result.best_lr["muon"] in (0.01, 0.05)
 
 
+def test_best_adamw_reference(tmp_path):
+    """adamw_lr = "best:adamw" resolves to AdamW's best lr; a forward reference is a ConfigError."""
+    cfg = tiny_config()
+    cfg["optimizers"]["muon"]["adamw_lr"] = "best:adamw"
+    result = run_tiny(tmp_path, cfg)
+    muon_runs = [r for r in result.runs if r.spec.optimizer == "muon"]
+    assert {r.spec.hparams["adamw_lr"] for r in muon_runs} == {result.best_lr["adamw"]}
+    assert read_rows(muon_runs[0].path)[0]["hparams"]["adamw_lr"] == result.best_lr["adamw"]
+    cfg["optimizers"]["adamw"]["eps"] = "best:muon"
+    with pytest.raises(ConfigError, match="optimizers.adamw.eps"):
+        run_tiny(tmp_path, cfg)
+
+
 def test_run_is_deterministic_for_a_seed(tmp_path):
     """Same spec and seed -> identical JSONL rows except timing fields; another seed differs."""
     task = TinyTask()
@@ -293,3 +306,26 @@ def test_cli_list(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "muon" in out and "demo" in out
+
+
+@pytest.mark.parametrize("name, overrides", [
+    ("demo", ["task.train_tokens=20000", "task.val_tokens=5000"]), ("text", ["task.max_bytes=200000"]),
+    ("regression", []), ("image", [])])
+def test_shipped_configs_validate_against_real_tasks(name, overrides):
+    """The shipped configs name real optimizers, tasks and keys (validated, in --quick size, not run)."""
+    from muonlab.bench.validate import validate
+
+    task, classes = validate(load_config(name, overrides, quick=True))
+    assert set(classes) == {o.name for o in load_config(name).optimizers}
+
+
+def test_gpt2_small_config_keys():
+    """gpt2-small (GPU, external data) uses only keys the gpt task and the optimizers accept."""
+    from muonlab.bench.tasks import task_keys
+    from muonlab.bench.validate import build_optimizer
+
+    cfg = load_config("gpt2-small")
+    assert set(cfg.task_config) <= set(task_keys(cfg.task))
+    registry = muonlab.optimizers()
+    for opt in cfg.optimizers:  # unknown keyword arguments would raise TypeError
+        build_optimizer(opt.name, registry[opt.name], TinyTask().make_model(0), opt.lr_grid[0], opt.hparams)

@@ -43,11 +43,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
+from muonlab.bench.overrides import ConfigError, apply_override, merge_quick, parse_override, shrink_quick
 from muonlab.bench.schedule import SCHEDULES
 
-
-class ConfigError(ValueError):
-    """An experiment configuration is invalid; the message names the offending key."""
+__all__ = ["ConfigError", "ExperimentConfig", "OptimizerConfig", "ScheduleConfig", "apply_override",
+           "config_dir", "load_config", "parse_override", "resolve_path", "shipped_configs"]
 
 
 @dataclass
@@ -83,6 +83,7 @@ class ExperimentConfig:
     sweep_seeds: int = 1              # how many of `seeds` the lr sweep runs (the rest rerun the best lr)
     grad_clip: float | None = None    # global grad-norm clip; None or 0 disables
     grad_accum: int = 1               # micro-batches (of the task's batch_size) per optimizer step
+    device: str = "cpu"               # "cpu", "cuda", "cuda:1", ... or "auto" (cuda when available)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     callbacks: dict[str, dict[str, Any]] = field(default_factory=dict)
     quick: bool = False
@@ -93,13 +94,8 @@ class ExperimentConfig:
 
 
 _TOP_KEYS = {"name", "task", "optimizers", "steps", "eval_every", "target", "seeds", "sweep_seeds",
-             "grad_clip", "grad_accum", "schedule", "callbacks", "quick"}
+             "grad_clip", "grad_accum", "device", "schedule", "callbacks", "quick"}
 _SCHEDULE_KEYS = {f.name for f in dataclasses.fields(ScheduleConfig)}
-
-# Generic --quick shrinking, applied after the file's own [quick] table.
-QUICK_MAX_STEPS = 40
-QUICK_MAX_SEEDS = 2
-
 
 def config_dir() -> Path:
     """The folder of shipped experiment configs (``muonlab/bench/configs``)."""
@@ -123,81 +119,6 @@ def resolve_path(config: str | Path) -> Path:
         raise ConfigError(f"unknown config {str(config)!r}: not a file and not one of the shipped "
                           f"configs {shipped_configs()}")
     return shipped
-
-
-def parse_override(item: str) -> tuple[list[str], Any]:
-    """``"a.b=1e-3"`` -> ``(["a", "b"], 0.001)``; the value is a TOML literal, else a bare string."""
-    if "=" not in item:
-        raise ConfigError(f"--set expects key=value, got {item!r}")
-    key, raw = (s.strip() for s in item.split("=", 1))
-    if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"--set has an empty key in {item!r}")
-    try:
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw  # bare words such as task.data=zipf-pcfg
-    return key.split("."), value
-
-
-def apply_override(raw: dict[str, Any], item: str) -> None:
-    """Apply one ``--set key=value`` to the raw (dict) configuration in place."""
-    keys, value = parse_override(item)
-    node = raw
-    for depth, k in enumerate(keys[:-1]):
-        child = node.setdefault(k, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"--set {'.'.join(keys)}: {'.'.join(keys[:depth + 1])} is not a table")
-        node = child
-    node[keys[-1]] = value
-
-
-def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """``base`` updated recursively by ``extra`` (tables merged, everything else replaced)."""
-    out = copy.deepcopy(base)
-    for k, v in extra.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = deep_merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
-def _two_point(grid: list[float]) -> list[float]:
-    """The two grid points around the grid's centre (the centre is where defaults sit)."""
-    if len(grid) <= 2:
-        return list(grid)
-    mid = len(grid) // 2
-    return list(grid[mid - 1:mid + 1]) if len(grid) % 2 == 0 else list(grid[mid:mid + 2])
-
-
-def merge_quick(raw: dict[str, Any]) -> dict[str, Any]:
-    """``--quick``, first half: the file's ``[quick]`` table deep-merged over the rest of the file."""
-    extra = raw.get("quick", {}) or {}
-    if not isinstance(extra, dict):
-        raise ConfigError("quick: must be a table of overrides used by --quick")
-    return deep_merge({k: v for k, v in raw.items() if k != "quick"}, extra)
-
-
-def shrink_quick(raw: dict[str, Any]) -> dict[str, Any]:
-    """``--quick``, second half: cap steps, lr grids (2 points), seeds (2) and warmup."""
-    out = copy.deepcopy(raw)
-    out["quick"] = True
-    out["grad_accum"] = 1
-    if "steps" in out and isinstance(out["steps"], int):
-        out["steps"] = min(out["steps"], QUICK_MAX_STEPS)
-    else:
-        out["steps"] = QUICK_MAX_STEPS
-    out["eval_every"] = max(1, min(int(out.get("eval_every", 50)), out["steps"] // 4 or 1))
-    seeds = out.get("seeds", [0, 1])
-    if isinstance(seeds, list):
-        out["seeds"] = seeds[:QUICK_MAX_SEEDS]
-    for opt in (out.get("optimizers") or {}).values():
-        if isinstance(opt, dict) and isinstance(opt.get("lr_grid"), list):
-            opt["lr_grid"] = _two_point(opt["lr_grid"])
-    sched = out.get("schedule")
-    if isinstance(sched, dict) and isinstance(sched.get("warmup"), int):
-        sched["warmup"] = min(sched["warmup"], out["steps"] // 10)
-    return out
 
 
 def _require(cond: bool, key: str, msg: str) -> None:
@@ -261,6 +182,9 @@ def from_dict(raw: dict[str, Any], *, default_name: str = "experiment") -> Exper
     _require(clip is None or (_number(clip) and clip >= 0), "grad_clip", f"must be a number >= 0, got {clip!r}")
     accum = raw.get("grad_accum", 1)
     _require(isinstance(accum, int) and accum >= 1, "grad_accum", f"must be an integer >= 1, got {accum!r}")
+    device = raw.get("device", "cpu")
+    _require(isinstance(device, str) and (device == "auto" or device.split(":")[0] in ("cpu", "cuda", "mps", "xpu")),
+             "device", f"must be 'auto', 'cpu', 'cuda[:i]', 'mps' or 'xpu', got {device!r}")
     callbacks = raw.get("callbacks", {}) or {}
     _require(isinstance(callbacks, dict) and all(isinstance(v, dict) for v in callbacks.values()),
              "callbacks", "must be a table of tables ([callbacks.<name>])")
@@ -269,7 +193,8 @@ def from_dict(raw: dict[str, Any], *, default_name: str = "experiment") -> Exper
     return ExperimentConfig(
         name=name, task=task["name"], task_config=task_config, optimizers=optimizers, steps=steps,
         eval_every=eval_every, target=None if target is None else float(target), seeds=list(seeds),
-        sweep_seeds=sweep_seeds, grad_clip=float(clip) if clip else None, grad_accum=accum, schedule=schedule,
+        sweep_seeds=sweep_seeds, grad_clip=float(clip) if clip else None, grad_accum=accum, device=device,
+        schedule=schedule,
         callbacks={k: dict(v) for k, v in callbacks.items()}, quick=bool(raw.get("quick") is True))
 
 

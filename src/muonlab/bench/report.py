@@ -105,6 +105,12 @@ def sweep_table(result: ExperimentResult) -> list[str]:
     return lines
 
 
+def _show(value: Any, best_lr: dict[str, float]) -> str:
+    if isinstance(value, str) and value.startswith("best:") and value[5:] in best_lr:
+        return f"{value} (= {best_lr[value[5:]]:.3g})"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
 def write_report(result: ExperimentResult) -> None:
     """Write ``report.md`` and the PNG plots into ``result.out_dir``; fills ``report_path``/``plots``."""
     from muonlab.bench.plot import make_plots
@@ -140,6 +146,15 @@ def write_report(result: ExperimentResult) -> None:
               "Steps vs AdamW: that mean divided by AdamW's (< 1 is faster). "
               "Train and time-to-target seconds exclude evaluation and callbacks.", "", "## Learning-rate sweep", ""]
     lines += sweep_table(result)
+    edge = [f"{o.name} ({result.best_lr[o.name]:.3g})" for o in result.config.optimizers
+            if len(o.lr_grid) > 1 and result.best_lr[o.name] in (min(o.lr_grid), max(o.lr_grid))]
+    if edge:
+        lines += ["", f"**Best lr on the edge of its grid** for {', '.join(edge)}: the optimum may lie outside "
+                  "the grid; widen it before drawing conclusions about these optimizers."]
+    lines += ["", "## Optimizer settings", ""]
+    for opt in result.config.optimizers:
+        fixed = ", ".join(f"{k}={_show(v, result.best_lr)}" for k, v in opt.hparams.items()) or "defaults"
+        lines.append(f"- `{opt.name}`: lr grid {[float(f'{x:.3g}') for x in opt.lr_grid]}; {fixed}")
     diverged = [r for r in result.runs if r.summary.get("status") == "diverged"]
     if diverged:
         lines += ["", "## Diverged runs", ""]
@@ -158,7 +173,7 @@ def print_table(result: ExperimentResult, console: Any = None) -> None:
 
     console = console or Console()
     table = Table(title=f"{result.config.name}: {result.steps} steps, target {_fmt(result.target)}")
-    for h in HEADERS:
+    for h in ["optimizer", "best lr", "val loss", "steps→target", "vs AdamW", "t→target (s)", "train (s)"]:
         table.add_column(h)
     for s in summarize(result):
         table.add_row(*table_cells(s))

@@ -59,6 +59,7 @@ class RunSpec:
                                                               "min_lr_ratio": 0.0})
     callbacks: dict[str, dict[str, Any]] = field(default_factory=dict)
     grad_accum: int = 1
+    device: str = "cpu"
 
     @property
     def run_id(self) -> str:
@@ -85,6 +86,13 @@ def environment() -> dict[str, Any]:
                                                "torch": torch.__version__, "muonlab": muonlab_version},
             "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                         "torch_threads": torch.get_num_threads()}}
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> ``cuda`` when available, else ``cpu``; anything else as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
 
 
 def load_run(path: Path) -> tuple[dict, list[dict], dict | None]:
@@ -134,7 +142,7 @@ def run(spec: RunSpec, task: Any, optimizer_cls: type, path: Path, *, callbacks:
     """
     wall0 = time.perf_counter()
     torch.manual_seed(spec.seed)  # anything the task does not seed itself (dropout) is still reproducible
-    model = task.make_model(spec.seed)
+    model = task.make_model(spec.seed).to(resolve_device(spec.device))  # tasks move batches to the model
     optimizer = build_optimizer(spec.optimizer, optimizer_cls, model, spec.lr, spec.hparams)
     sched_kw = dict(kind=spec.schedule["kind"], warmup=spec.schedule["warmup"],
                     min_lr_ratio=spec.schedule["min_lr_ratio"])

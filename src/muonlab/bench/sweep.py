@@ -27,7 +27,7 @@ from typing import Any, Mapping
 from muonlab.bench import runner
 from muonlab.bench.callbacks import make_callbacks
 from muonlab.bench.config import ExperimentConfig
-from muonlab.bench.validate import validate
+from muonlab.bench.validate import resolve_refs, validate
 
 
 @dataclass
@@ -134,10 +134,11 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path = "runs", *, optimizer
     def spec_for(opt, lr: float, seed: int) -> runner.RunSpec:
         return runner.RunSpec(
             experiment=cfg.name, task=cfg.task, task_config=cfg.task_config, optimizer=opt.name, lr=lr,
-            seed=seed, hparams=opt.hparams, steps=steps, eval_every=cfg.eval_every, target=target,
+            seed=seed, hparams=resolve_refs(opt.hparams, best_lr), steps=steps, eval_every=cfg.eval_every,
+            target=target,
             grad_clip=cfg.grad_clip, schedule={"kind": cfg.schedule.kind, "warmup": cfg.schedule.warmup,
                                                "min_lr_ratio": cfg.schedule.min_lr_ratio},
-            callbacks=cfg.callbacks, grad_accum=cfg.grad_accum)
+            callbacks=cfg.callbacks, grad_accum=cfg.grad_accum, device=cfg.device)
 
     sweep_seeds, confirm_seeds = cfg.seeds[:cfg.sweep_seeds], cfg.seeds[cfg.sweep_seeds:]
     total = sum(len(o.lr_grid) * len(sweep_seeds) + len(confirm_seeds) for o in cfg.optimizers)

@@ -52,6 +52,34 @@ def build_optimizer(name: str, cls: type, model: torch.nn.Module, lr: float,
     return cls(muonlab.param_groups(model), lr=lr, **hparams)
 
 
+REF_PREFIX = "best:"
+
+
+def resolve_refs(hparams: Mapping[str, Any], best_lr: Mapping[str, float]) -> dict[str, Any]:
+    """Replace ``"best:<optimizer>"`` values by that optimizer's best lr in this experiment.
+
+    ``adamw_lr = "best:adamw"`` gives the AdamW part of a hybrid the lr that won AdamW's own sweep,
+    so hybrids differ from AdamW only in how they treat the hidden matrices.
+    """
+    out = {}
+    for key, value in hparams.items():
+        if isinstance(value, str) and value.startswith(REF_PREFIX):
+            value = best_lr[value[len(REF_PREFIX):]]
+        out[key] = value
+    return out
+
+
+def check_refs(cfg: ExperimentConfig) -> None:
+    """Every ``"best:<name>"`` names an optimizer listed *earlier* in the config (its sweep runs first)."""
+    seen: list[str] = []
+    for opt in cfg.optimizers:
+        for key, value in opt.hparams.items():
+            if isinstance(value, str) and value.startswith(REF_PREFIX) and value[len(REF_PREFIX):] not in seen:
+                raise ConfigError(f"optimizers.{opt.name}.{key}: {value!r} must name an optimizer listed before "
+                                  f"{opt.name!r} in the config (listed before: {seen})")
+        seen.append(opt.name)
+
+
 def _unknown_kwarg(exc: TypeError) -> str | None:
     match = re.search(r"unexpected keyword argument '([^']+)'", str(exc))
     return match.group(1) if match else None
@@ -112,10 +140,12 @@ def validate(cfg: ExperimentConfig, *, optimizers: OptimizerRegistry | None = No
         raise ConfigError(f"steps: no step budget (the config has none and the task gives {steps!r})")
     if cfg.schedule.warmup >= steps:
         raise ConfigError(f"schedule.warmup: {cfg.schedule.warmup} must be smaller than steps={steps}")
+    check_refs(cfg)
+    placeholder = {o.name: o.lr_grid[0] for o in cfg.optimizers}  # any valid lr stands in for "best:"
     model = task.make_model(cfg.seeds[0])
     for opt in cfg.optimizers:
         try:
-            build_optimizer(opt.name, classes[opt.name], model, opt.lr_grid[0], opt.hparams)
+            build_optimizer(opt.name, classes[opt.name], model, opt.lr_grid[0], resolve_refs(opt.hparams, placeholder))
         except TypeError as exc:
             key = _unknown_kwarg(exc)
             if key is None:

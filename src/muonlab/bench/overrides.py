@@ -1,0 +1,105 @@
+"""Editing raw experiment configs: ``--set key=value`` overrides and ``--quick`` shrinking.
+
+These work on the raw dict parsed from TOML, before :func:`muonlab.bench.config.from_dict` checks it,
+so an override can introduce a key and the strict parser still reports it if it is unknown.
+
+References:
+    TOML v1.0.0, https://toml.io/en/v1.0.0 (override values are parsed as TOML literals).
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+
+class ConfigError(ValueError):
+    """An experiment configuration is invalid; the message names the offending key."""
+
+
+# Generic --quick shrinking, applied after the file's own [quick] table.
+QUICK_MAX_STEPS = 40
+QUICK_MAX_SEEDS = 2
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"a.b=1e-3"`` -> ``(["a", "b"], 0.001)``; the value is a TOML literal, else a bare string."""
+    if "=" not in item:
+        raise ConfigError(f"--set expects key=value, got {item!r}")
+    key, raw = (s.strip() for s in item.split("=", 1))
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set has an empty key in {item!r}")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # bare words such as task.data=zipf-pcfg
+    return key.split("."), value
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply one ``--set key=value`` to the raw (dict) configuration in place."""
+    keys, value = parse_override(item)
+    node = raw
+    for depth, k in enumerate(keys[:-1]):
+        child = node.setdefault(k, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {'.'.join(keys)}: {'.'.join(keys[:depth + 1])} is not a table")
+        node = child
+    node[keys[-1]] = value
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated recursively by ``extra`` (tables merged, everything else replaced)."""
+    out = copy.deepcopy(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _two_point(grid: list[float]) -> list[float]:
+    """The two grid points around the grid's centre (the centre is where defaults sit)."""
+    if len(grid) <= 2:
+        return list(grid)
+    mid = len(grid) // 2
+    return list(grid[mid - 1:mid + 1]) if len(grid) % 2 == 0 else list(grid[mid:mid + 2])
+
+
+def merge_quick(raw: dict[str, Any]) -> dict[str, Any]:
+    """``--quick``, first half: the file's ``[quick]`` table deep-merged over the rest of the file."""
+    extra = raw.get("quick", {}) or {}
+    if not isinstance(extra, dict):
+        raise ConfigError("quick: must be a table of overrides used by --quick")
+    return deep_merge({k: v for k, v in raw.items() if k != "quick"}, extra)
+
+
+def shrink_quick(raw: dict[str, Any]) -> dict[str, Any]:
+    """``--quick``, second half: cap steps, lr grids (2 points), seeds (2) and warmup."""
+    out = copy.deepcopy(raw)
+    out["quick"] = True
+    out["grad_accum"] = 1
+    if "steps" in out and isinstance(out["steps"], int):
+        out["steps"] = min(out["steps"], QUICK_MAX_STEPS)
+    else:
+        out["steps"] = QUICK_MAX_STEPS
+    out["eval_every"] = max(1, min(int(out.get("eval_every", 50)), out["steps"] // 4 or 1))
+    seeds = out.get("seeds", [0, 1])
+    if isinstance(seeds, list):
+        out["seeds"] = seeds[:QUICK_MAX_SEEDS]
+    for opt in (out.get("optimizers") or {}).values():
+        if isinstance(opt, dict) and isinstance(opt.get("lr_grid"), list):
+            opt["lr_grid"] = _two_point(opt["lr_grid"])
+    sched = out.get("schedule")
+    if isinstance(sched, dict) and isinstance(sched.get("warmup"), int):
+        sched["warmup"] = min(sched["warmup"], out["steps"] // 10)
+    return out
+
+
