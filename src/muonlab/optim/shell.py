@@ -67,6 +67,8 @@ class ChainOptimizer(Optimizer):
         if self.default_algorithm == "orthogonal":
             self.validate_group(dict(defaults, algorithm="orthogonal", params=[]))
         self.validate_group(dict(adamw_defaults, algorithm="adamw", params=[]))
+        # stacked state buffers between steps, keyed by (group, parameters of the bucket)
+        self._stack_cache: dict[tuple, dict[str, Any]] = {}
         super().__init__(self._split_plain(params), dict(defaults, algorithm=self.default_algorithm))
 
     # ------------------------------------------------------------------ groups
@@ -189,35 +191,49 @@ class ChainOptimizer(Optimizer):
         views = [self.matrix_view(p, group) for p in params]
         shape = views[0][0]
         counts = [c for _, c, _ in views]
-        squeeze = [s for _, _, s in views]
         dtype = _compute_dtype(params[0])
-        states = [self.state[p] for p in params]
-        for st, p in zip(states, params):
-            if "step" not in st:
-                st["step"] = torch.zeros((), dtype=dtype, device=p.device)
-        # (k, *shape): reshape never writes to p.grad; the cast makes a private copy when needed.
-        G = torch.cat([p.grad.reshape(c, *shape) for p, c in zip(params, counts)]).to(dtype)
-        step = torch.cat([(st["step"].to(dtype) + 1).expand(c) for st, c in zip(states, counts)])
-        stack = Stack(grad=G, update=G, group=group, step=step, param_states=states, counts=counts, squeeze=squeeze)
+        # (k, *shape). A single parameter's gradient is used as a view (stages never write into
+        # stack.grad); several are concatenated. p.grad itself is never modified.
+        grads = [p.grad.reshape(c, *shape) for p, c in zip(params, counts)]
+        G = (grads[0] if len(grads) == 1 else torch.cat(grads)).to(dtype)
+        cache = self._stack_cache.setdefault((id(group), tuple(id(p) for p in params)), {})
+        stack = Stack(
+            grad=G, update=G, group=group, step=None, param_states=[self.state[p] for p in params],
+            counts=counts, squeeze=[s for _, _, s in views], cache=cache,
+        )
         stack.param_shapes = [tuple(p.shape) for p in params]
+        steps = stack.buffer("step", ())  # (k,) per-parameter step counters, on the device
+        stack.step = steps + 1
         stack.step_size = stack.hp("lr")
         for stage in chain:
             stage(stack)
+        steps.add_(1)
+        self._write(params, counts, shape, stack)
 
-        W = torch.cat([p.reshape(c, *shape) for p, c in zip(params, counts)]).to(dtype)
-        W = W * stack.decay - stack.step_size * stack.update
-        offset = 0
-        for p, st, c, sq in zip(params, states, counts, squeeze):
-            p.copy_(W[offset : offset + c].reshape(p.shape))
-            for key, buf in stack.state.items():
-                value = buf[offset : offset + c]
-                value = value[0] if sq else value
-                if key in st:
-                    st[key].copy_(value)
+    @staticmethod
+    def _write(params: list[Tensor], counts: list[int], shape: tuple[int, ...], stack: Stack) -> None:
+        """``W <- W * decay - step_size * update`` for every parameter of the stack."""
+        U = stack.step_size * stack.update  # (k, *shape)
+        decay = stack.decay
+        if all(p.dtype == U.dtype and p.is_contiguous() for p in params):
+            # In place on views of the parameters: two foreach kernels, no stacking of W.
+            Ws = [p.view(c, *shape) for p, c in zip(params, counts)]
+            if isinstance(decay, Tensor):
+                if decay.numel() == 1:
+                    torch._foreach_mul_(Ws, decay.reshape(()))
+                elif decay.dim() == U.dim() and decay.shape[0] == U.shape[0]:
+                    torch._foreach_mul_(Ws, list(decay.split(counts)))  # per matrix, e.g. (k, 1, n)
                 else:
-                    st[key] = value.clone()
-            st["step"].add_(1)
-            offset += c
+                    torch._foreach_mul_(Ws, [decay] * len(Ws))  # shared by all matrices
+            elif decay != 1.0:
+                torch._foreach_mul_(Ws, decay)
+            torch._foreach_sub_(Ws, list(U.split(counts)))
+            return
+        # Mixed precision (e.g. bf16 parameters): compute in the fp32 stack, round once.
+        W = torch.cat([p.reshape(c, *shape) for p, c in zip(params, counts)]).to(U.dtype)
+        W = W * decay - U
+        for p, w in zip(params, W.split(counts)):
+            p.copy_(w.reshape(p.shape))
 
     # ------------------------------------------------------------------ state
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -230,6 +246,7 @@ class ChainOptimizer(Optimizer):
         ids = [i for g in state_dict["param_groups"] for i in g["params"]]
         params = [p for g in self.param_groups for p in g["params"]]
         super().load_state_dict(state_dict)
+        self._stack_cache.clear()
         for i, p in zip(ids, params):
             for key, value in saved.get(i, {}).items():
                 if isinstance(value, Tensor) and key in self.state[p]:

@@ -19,7 +19,8 @@ def adam(stack: Stack) -> None:
     m = stack.buffer("exp_avg")
     v = stack.buffer("exp_avg_sq")
     m.lerp_(g, 1 - beta1)
-    v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+    # Clamp: g^2 overflows fp32 beyond |g| ~ 1.8e19; a saturated v keeps the step finite (no Inf state).
+    v.mul_(beta2).addcmul_(g, g, value=1 - beta2).clamp_(max=torch.finfo(v.dtype).max)
     t = stack.per_item(stack.step)
     bias1 = 1 - torch.pow(beta1, t)
     bias2 = 1 - torch.pow(beta2, t)

@@ -34,7 +34,8 @@ class Stack:
         group: the param group dict; hyperparameters are read from it every step.
         step: ``(k,)`` step count of each matrix *after* this step's increment (1 on the first
             step), in the compute dtype so bias corrections stay on the device.
-        param_states: the per-parameter state dicts behind the stack, in stack order.
+        param_states: the per-parameter state dicts behind the stack, in stack order; their
+            tensors are views into the stacked buffers (see :meth:`buffer`).
         counts: how many matrices of the stack each parameter contributes (1, or ``E`` for a
             3-D parameter treated as a batch of ``E`` matrices).
         step_size: multiplier of the update in the final write (default: the group lr).
@@ -46,13 +47,14 @@ class Stack:
     grad: Tensor
     update: Tensor
     group: dict[str, Any]
-    step: Tensor
+    step: Tensor | None
     param_states: list[dict[str, Any]]
     counts: list[int]
     squeeze: list[bool]
     step_size: Scalar = 0.0
     decay: Scalar = 1.0
     state: dict[str, Tensor] = field(default_factory=dict)
+    cache: dict[str, tuple[Tensor, list[Tensor]]] = field(default_factory=dict)
     param_shapes: list[tuple[int, ...]] = field(default_factory=list)
     _hp: dict[str, Tensor] = field(default_factory=dict)
 
@@ -78,18 +80,31 @@ class Stack:
     def buffer(self, key: str, shape: tuple[int, ...] | None = None, fill: float = 0.0) -> Tensor:
         """The stacked state tensor ``key`` with item shape ``shape`` (default: the item shape).
 
-        Created on first use from the per-parameter state (``fill`` where a parameter has none
-        yet) and written back by the shell after the chain. Stages update it in place.
+        Stages update it in place. The per-parameter state entries are *views* into this one
+        stacked tensor, so in-place updates are the write-back. The stacked tensor is kept in
+        ``cache`` between steps and reused as long as every parameter's entry is still the view
+        made last time (a state_dict load, a new parameter or a different set of parameters with
+        gradients rebuilds it from the per-parameter entries, ``fill`` where there is none yet).
         """
-        if key not in self.state:
-            shape = self.shape if shape is None else tuple(shape)
+        if key in self.state:
+            return self.state[key]
+        shape = self.shape if shape is None else tuple(shape)
+        cached = self.cache.get(key)
+        if cached is not None and all(st.get(key) is v for st, v in zip(self.param_states, cached[1])):
+            buf = cached[0]
+        else:
             opts = dict(dtype=self.grad.dtype, device=self.grad.device)
             parts = []
-            for st, c, sq in zip(self.param_states, self.counts, self.squeeze):
+            for st, c in zip(self.param_states, self.counts):
                 t = st.get(key)
-                if t is None:
-                    parts.append(torch.full((c, *shape), fill, **opts))
-                else:
-                    parts.append(t.to(**opts).reshape(c, *shape))
-            self.state[key] = parts[0].clone() if len(parts) == 1 else torch.cat(parts)
-        return self.state[key]
+                parts.append(torch.full((c, *shape), fill, **opts) if t is None else t.to(**opts).reshape(c, *shape))
+            buf = torch.cat(parts)
+            views, offset = [], 0
+            for st, c, sq in zip(self.param_states, self.counts, self.squeeze):
+                view = buf[offset] if sq else buf[offset : offset + c]
+                st[key] = view
+                views.append(view)
+                offset += c
+            self.cache[key] = (buf, views)
+        self.state[key] = buf
+        return buf
