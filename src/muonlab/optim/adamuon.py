@@ -43,7 +43,7 @@ class AdaMuon(ChainOptimizer):
         nesterov: Nesterov mix (True, official code).
         ns_steps: orthogonalizer iterations (5).
         orthogonalizer: registry name or callable (``"newton_schulz"``, Jordan's quintic).
-        ns_dtype: compute dtype of the iteration (``"bfloat16"``; fp64 parameters use fp64).
+        ns_dtype: compute dtype of the iteration (``"auto"``: bf16 on GPUs, fp32 on CPUs; fp64 parameters use fp64).
         batch_3d: treat 3-D parameters as batches of matrices.
         adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay: the AdamW part (official GPT-2 config:
             6e-4, (0.9, 0.95), 1e-8 (torch default), 0.1).
@@ -67,7 +67,7 @@ class AdaMuon(ChainOptimizer):
         nesterov: bool = True,
         ns_steps: int = 5,
         orthogonalizer: Any = "newton_schulz",
-        ns_dtype: str | torch.dtype = "bfloat16",
+        ns_dtype: str | torch.dtype = "auto",
         batch_3d: bool = False,
         adamw_lr: float = 6e-4,
         adamw_betas: tuple[float, float] = (0.9, 0.95),

@@ -50,7 +50,7 @@ class NorMuon(ChainOptimizer):
         nesterov: Nesterov mix (None: True official, False paper).
         ns_steps: orthogonalizer iterations (5).
         orthogonalizer: registry name or callable (``"newton_schulz"``, Jordan's quintic).
-        ns_dtype: compute dtype of the iteration (``"bfloat16"``; fp64 parameters use fp64).
+        ns_dtype: compute dtype of the iteration (``"auto"``: bf16 on GPUs, fp32 on CPUs; fp64 parameters use fp64).
         adjust_lr: shape factor (None: ``"spectral"`` official, ``"none"`` paper).
         batch_3d: treat 3-D parameters as batches of matrices.
         adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay: the AdamW part (official
@@ -76,7 +76,7 @@ class NorMuon(ChainOptimizer):
         nesterov: bool | None = None,
         ns_steps: int = 5,
         orthogonalizer: Any = "newton_schulz",
-        ns_dtype: str | torch.dtype = "bfloat16",
+        ns_dtype: str | torch.dtype = "auto",
         adjust_lr: str | None = None,
         batch_3d: bool = False,
         adamw_lr: float = 3e-4,
