@@ -32,6 +32,23 @@ def gpt_matrices(d: int, layers: int, device: str, dtype: torch.dtype) -> list[t
     return params
 
 
+def syncs_in_step(make: Callable[[list[torch.Tensor]], torch.optim.Optimizer], params: list[torch.Tensor]) -> str:
+    """Run two steps under ``torch.cuda.set_sync_debug_mode("error")``: "none" or the error."""
+    if not params[0].is_cuda:
+        return "-"
+    opt = make(params)
+    opt.step()  # lazy state creation is allowed to allocate
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        opt.step()
+        return "none"
+    except RuntimeError as err:
+        return str(err).splitlines()[0][:60]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
 def time_steps(make: Callable[[list[torch.Tensor]], torch.optim.Optimizer], params: list[torch.Tensor], steps: int) -> float:
     """Median milliseconds per ``step()`` after two warm-up steps."""
     opt = make(params)
@@ -74,19 +91,24 @@ def main(argv: list[str] | None = None) -> None:
     n = sum(p.numel() for p in params)
     dev = torch.cuda.get_device_name() if args.device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     print(f"# {len(params)} matrices, {n / 1e6:.1f}M parameters, d={args.d}, layers={args.layers}, {dev}, torch {torch.__version__}")
-    results = {}
+    results, syncs = {}, {}
+
+    def fresh() -> list[torch.Tensor]:
+        out = [p.detach().clone().requires_grad_() for p in params]
+        for f, p in zip(out, params):
+            f.grad = p.grad
+        return out
+
     for name, make in candidates().items():
         if args.only and not any(s in name for s in args.only.split(",")):
             continue
-        fresh = [p.detach().clone().requires_grad_() for p in params]
-        for f, p in zip(fresh, params):
-            f.grad = p.grad
-        results[name] = time_steps(make, fresh, args.steps)
+        results[name] = time_steps(make, fresh(), args.steps)
+        syncs[name] = syncs_in_step(make, fresh())
     base = results.get("torch.optim.Muon (bf16 NS)")
-    print("| optimizer | ms / step | vs torch.optim.Muon |\n|---|---|---|")
+    print("| optimizer | ms / step | vs torch.optim.Muon | host syncs in step() |\n|---|---|---|---|")
     for name, ms in results.items():
         ratio = f"{ms / base:.2f}x" if base else "-"
-        print(f"| {name} | {ms:.2f} | {ratio} |")
+        print(f"| {name} | {ms:.2f} | {ratio} | {syncs[name]} |")
 
 
 if __name__ == "__main__":
