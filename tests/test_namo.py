@@ -391,3 +391,30 @@ def test_trains_mlp_with_defaults(cls):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("cls", [muonlab.NAMO, muonlab.NAMOD])
+def test_cuda_no_host_sync_fp32_state_and_cpu_parity(cls):
+    """On CUDA a step never syncs with the host, bf16 params keep fp32 state, and fp64 matches the CPU run."""
+    shapes = [(64, 32), (16, 8, 3, 3), (16, 72)]  # the conv and the linear share a bucket, not a shape factor
+    params = [torch.randn(*s, device="cuda", dtype=torch.bfloat16, requires_grad=True) for s in shapes]
+    opt = cls([{"params": params}])
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            for p in params:
+                p.grad = torch.randn_like(p)
+            opt.step()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    for p in params:
+        assert all(v.dtype == torch.float32 for v in opt.state[p].values())
+        assert torch.isfinite(p).all()
+    runs = []
+    for device in ("cpu", "cuda"):
+        ps = [q.detach().to(device).requires_grad_() for q in _params(shapes)]
+        _run(cls([{"params": ps}], lr=0.05, orthogonalizer="svd"), ps, [[G.to(device) for G in gs] for gs in _grads(shapes, 5)])
+        runs.append([q.detach().cpu() for q in ps])
+    for a, b in zip(*runs):
+        assert _rel(b, a) < 1e-10

@@ -45,23 +45,21 @@ BIAS_EPS = 1e-12
 
 
 def safe_norm(X: Tensor, dim: int | tuple[int, ...]) -> Tensor:
-    """Euclidean norm of ``X`` over ``dim`` that neither overflows nor squares past the dtype.
+    """Euclidean norm of ``X`` over ``dim``, saturated at ``C = sqrt(finfo.max) / 2``.
 
-    ``||X|| = amax * ||X / amax||`` (a plain sum of squares overflows fp32 once entries pass
-    ~1e19). The result is then saturated at ``sqrt(finfo.max) / 2`` so that its square, and any
-    EMA of squares, stays finite: the stepsize ratios only lose their scale invariance above that
-    absurd size (1e30-entry gradients give a bounded step instead of Inf/NaN state).
+    One plain reduction (no rescaling pass: that costs ~6x on a GPU). A sum of squares overflows
+    to ``inf`` only when the true norm exceeds ``sqrt(finfo.max) > C``, so mapping ``inf`` (and
+    anything above) to ``C`` gives exactly the saturated norm, Inf entries included. Saturation
+    keeps the square, and any EMA of squares, finite: 1e30-entry gradients give a bounded step
+    instead of Inf/NaN state; below ~1e19 (fp32) nothing changes. NaN stays NaN.
     """
-    amax = X.abs().amax(dim=dim, keepdim=True)
-    scale = torch.where(amax > 0, amax, torch.ones_like(amax))
-    norm = torch.linalg.vector_norm(X / scale, dim=dim) * scale.squeeze(dim)
-    return norm.clamp(max=math.sqrt(torch.finfo(X.dtype).max) / 2)
+    return torch.linalg.vector_norm(X, dim=dim).clamp(max=math.sqrt(torch.finfo(X.dtype).max) / 2)
 
 
 def ratio(num: Tensor, den: Tensor, eps: float) -> Tensor:
     """``num / (den + eps)``, and 0 where the denominator is 0 (eps = 0 with a zero history)."""
     den = den + eps
-    return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(num))
+    return torch.where(den > 0, num / den, 0.0)  # the 0/0 = NaN of the other branch is discarded
 
 
 def bias_corrected_lr(stack: Stack) -> Tensor:
