@@ -154,9 +154,13 @@ def test_property_scale_invariance(X, k, name):
     """NS(kX) = NS(X) for k > 0: exactly (to round-off) with eps=0, to 1e-5 with the default eps."""
     Y = orth.newton_schulz(X, name, 5, eps=0.0)
     assert (orth.newton_schulz(k * X, name, 5, eps=0.0) - Y).abs().max() < 1e-10
-    Yk = orth.newton_schulz(k * X, name, 5)
-    # The eps term perturbs the normalisation by ~eps/(k ||X||_F); 5 quintic steps amplify it boundedly.
-    assert (Yk - Y).abs().max() < 1e-5 * max(1.0, 1.0 / k)
+    Y, Yk = orth.newton_schulz(X, name, 5), orth.newton_schulz(k * X, name, 5)
+    # With eps the two inputs are normalised by scalars that differ by the relative amount delta; the
+    # output moves by at most delta * max_sigma |sigma P'(sigma)| (P = composed 5-step polynomial),
+    # which is <= 210 for every shipped schedule (PE Dion; autograd on a log grid over [1e-5, 1]).
+    s, nrm = orth.DEFAULT_PRESCALE[name], float(torch.linalg.norm(X))
+    delta = abs((1 / (s * nrm + 1e-7)) / (k / (s * k * nrm + 1e-7)) - 1)
+    assert float((Yk - Y).abs().max()) <= 250 * delta + 1e-10
 
 
 # ----------------------------------------------------------------------------- registry
