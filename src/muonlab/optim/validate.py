@@ -89,5 +89,7 @@ def common_orthogonal(group: dict[str, Any]) -> None:
         as_dtype(group["ns_dtype"])
     if "orthogonalizer" in group:
         spec = group["orthogonalizer"]
-        if not callable(spec) and spec not in orth.available():
-            raise ValueError(f"orthogonalizer={spec!r}: expected a callable or one of {orth.available()}")
+        try:
+            orth.resolve(spec)
+        except (TypeError, ValueError):
+            raise ValueError(f"orthogonalizer={spec!r}: expected a callable or one of {orth.available()}") from None
