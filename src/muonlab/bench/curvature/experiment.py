@@ -21,6 +21,7 @@ import contextlib
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -87,7 +88,9 @@ def _mean_curve_match(pairs: list[dict]) -> dict:
     out = {"grid": ref["grid"], "ratio": {}, "interp": {}, "nearest": {}, "per_seed": pairs}
     for key in ref["ratio"]:
         curves = [np.interp(ref["grid"][::-1], p["grid"][::-1], p["ratio"][key][::-1])[::-1] for p in good]
-        out["ratio"][key] = np.nanmean(np.vstack(curves), axis=0) if curves else ref["ratio"][key]
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (no positive pair) stay NaN
+            out["ratio"][key] = np.nanmean(np.vstack(curves), axis=0)
         for mode in ("interp", "nearest"):
             vals = [p[mode][key]["mean"] for p in good if math.isfinite(p[mode][key]["mean"])]
             meds = [p[mode][key]["median"] for p in good if math.isfinite(p[mode][key]["median"])]

@@ -47,9 +47,21 @@ def nds_vs_step(main: dict[str, list[list[dict]]], path: Path) -> Path:
                 x, y = _series(rows, key)
                 label = f"{opt} ({'all params' if style == '-' else 'hidden matrices'})" if i == 0 else None
                 ax.plot(x, y, style, color=COLORS.get(opt), alpha=0.8, label=label)
-    ax.set(xlabel="step", ylabel="NDS = uᵀHu / ‖u‖²", yscale="symlog", title="NDS along each optimizer's update")
+    ax.set(xlabel="step", ylabel="NDS = uᵀHu / ‖u‖²", title="NDS along each optimizer's update")
+    ax.set_yscale("symlog", linthresh=1e-2)  # NDS can be negative: log scale above 1e-2, linear below
     ax.legend(fontsize=7)
     return _save(fig, path)
+
+
+def _running_min_val(rows: list[dict]) -> list[dict]:
+    """Rows with ``val_loss`` replaced by its running minimum (the matched-loss x-axis)."""
+    best, out = float("inf"), []
+    for r in rows:
+        if "val_loss" in r:
+            best = min(best, r["val_loss"])
+            r = {**r, "val_loss": best}
+        out.append(r)
+    return out
 
 
 def taylor_vs_val_loss(main: dict[str, list[list[dict]]], path: Path) -> Path:
@@ -59,6 +71,7 @@ def taylor_vs_val_loss(main: dict[str, list[list[dict]]], path: Path) -> Path:
     for opt, runs in main.items():
         for i, rows in enumerate(runs):
             lab = opt if i == 0 else None
+            rows = _running_min_val(rows)
             x, real = _series(rows, "curv/realized", "val_loss")
             _, pred = _series(rows, "curv/predicted", "val_loss")
             axes[0].plot(x, -real, "-", color=COLORS.get(opt), label=f"{opt} realized" if lab else None)
@@ -68,7 +81,7 @@ def taylor_vs_val_loss(main: dict[str, list[list[dict]]], path: Path) -> Path:
                 ax.plot(x, y, "-", color=COLORS.get(opt), label=lab)
     titles = ("(a) one-step loss decrease", "(b) first-order gain gᵀu", "(c) curvature penalty ½uᵀHu")
     for ax, t in zip(axes, titles):
-        ax.set(xlabel="validation loss", title=t)
+        ax.set(xlabel="validation loss (running min)", title=t)
         ax.invert_xaxis()
         ax.legend(fontsize=7)
     axes[2].set_yscale("log")
@@ -105,7 +118,8 @@ def within_cross(main: dict[str, list[list[dict]]], path: Path) -> Path:
                 axes[0].plot(x, y, style, color=COLORS.get(opt), label=f"{opt} {key[5:]}" if i == 0 else None)
             x, y = _series(rows, "curv/within_share")
             axes[1].plot(x, y, color=COLORS.get(opt), label=opt if i == 0 else None)
-    axes[0].set(xlabel="step", ylabel="share of NDS (÷‖u‖²)", yscale="symlog", title="within vs cross layer")
+    axes[0].set(xlabel="step", ylabel="part of NDS (÷‖u‖²)", title="within vs cross layer")
+    axes[0].set_yscale("symlog", linthresh=1e-2)
     axes[1].set(xlabel="step", ylabel="within / NDS", title="within-layer share", ylim=(-0.5, 2.0))
     for ax in axes:
         ax.legend(fontsize=7)
@@ -148,7 +162,8 @@ def quadratic_maps(rows: list[dict], path: Path) -> Path:
     sigmas = sorted({r["sigma_ratio"] for r in rows})
     alphas = sorted({r["alpha"] for r in rows})
     rhos = sorted({r["rho"] for r in rows})
-    fig, axes = plt.subplots(2, len(sigmas), figsize=(2.8 * len(sigmas) + 1, 5.4), squeeze=False)
+    fig, axes = plt.subplots(2, len(sigmas), figsize=(3.0 * len(sigmas) + 1.2, 6.0), squeeze=False,
+                             constrained_layout=True)
     for j, sr in enumerate(sigmas):
         for i, key in enumerate(("nds_ratio/muon", "decrease_ratio/muon")):
             grid = np.full((len(alphas), len(rhos)), np.nan)
@@ -165,10 +180,11 @@ def quadratic_maps(rows: list[dict], path: Path) -> Path:
                     ax.text(b, a, f"{grid[a, b]:.2f}{'*' if cond[a, b] else ''}", ha="center", va="center", fontsize=6)
             ax.set_xticks(range(len(rhos)), [f"{x:g}" for x in rhos], fontsize=7)
             ax.set_yticks(range(len(alphas)), [f"{x:g}" for x in alphas], fontsize=7)
-            ax.set(xlabel="ρ = w_H/w_L", ylabel="α = m/q" if j == 0 else None,
-                   title=f"{'NDS' if i == 0 else 'loss decrease'} Muon/GD, σ_H/σ_L={sr:g}")
-            ax.title.set_fontsize(8)
-        fig.colorbar(im, ax=axes[:, j].tolist(), shrink=0.6) if j == len(sigmas) - 1 else None
+            ax.set_xlabel("ρ = w_H/w_L", fontsize=7)
+            ax.set_ylabel("α = m/q" if j == 0 else "", fontsize=7)
+            ax.set_title(f"{'NDS' if i == 0 else 'loss decrease'} Muon/GD\nσ_H/σ_L={sr:g}", fontsize=8)
+            if j == len(sigmas) - 1:
+                fig.colorbar(im, ax=axes[i, :].tolist(), shrink=0.8)
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
