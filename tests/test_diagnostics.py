@@ -411,3 +411,35 @@ def test_optimizer_update_as_dict_and_validation():
     assert set(u) == {"weight", "bias"} and torch.allclose(u["bias"], 0.5 * torch.ones(2))
     with pytest.raises(ValueError, match="optimizer"):
         dg.optimizer_update(object(), model)
+
+
+def test_muonlab_gpt_symmetry_and_finite_differences():
+    """muonlab's GPT (SDPA by default, tied embeddings): H is symmetric and H v matches central
+    differences of the gradient; the tied tensor is counted once."""
+    from muonlab.bench.models import GPT
+
+    torch.manual_seed(0)
+    model = GPT(11, 6, 1, 2, 8, tie_weights=True, attn_impl="sdpa").to(DT)
+    g = torch.Generator().manual_seed(1)
+    batch = (torch.randint(0, 11, (2, 6), generator=g), torch.randint(0, 11, (2, 6), generator=g))
+    params = [p for p in model.parameters() if p.requires_grad]
+    assert len(params) == len(dict(model.named_parameters()))  # tied weight appears once
+    v, w = random_like_params(model, 5), random_like_params(model, 6)
+    hv, hw = dg.hvp(model, lm_loss, batch, v), dg.hvp(model, lm_loss, batch, w)
+    assert float(flat(w) @ flat(hv)) == pytest.approx(float(flat(v) @ flat(hw)), rel=1e-10)
+
+    def grad_at(shift: float) -> torch.Tensor:
+        with torch.no_grad():
+            for p, d in zip(params, v):
+                p.add_(shift * d)
+        grads = torch.autograd.grad(lm_loss(model, batch), params)
+        with torch.no_grad():
+            for p, d in zip(params, v):
+                p.sub_(shift * d)
+        return flat(grads)
+
+    model.eval()
+    eps = 1e-5
+    fd = (grad_at(eps) - grad_at(-eps)) / (2 * eps)
+    assert torch.allclose(flat(hv), fd, atol=1e-7, rtol=1e-6)
+    assert model.attn_impl == "sdpa"
