@@ -49,7 +49,8 @@ class AdaGO(ChainOptimizer):
         nesterov: Nesterov mix of the orthogonalized momentum (False, as in the paper).
         weight_decay: decoupled ``W <- W (1 - eta wd)`` (0; not in the paper).
         adjust_lr: shape factor after the stepsize, ``"none"`` (paper), ``"spectral"`` or ``"rms"``.
-        ns_steps, orthogonalizer, ns_dtype, batch_3d: the orthogonalizer (5 Jordan NS steps, bf16).
+        ns_steps, orthogonalizer, ns_dtype, batch_3d: the orthogonalizer (5 Jordan NS steps; ns_dtype
+            "auto" = bf16 on GPUs, fp32 on CPUs).
         adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay: the AdamW part (3e-4, (0.9, 0.95),
             1e-10, 0: pytorch-optimizer's AdamW groups).
 
@@ -75,7 +76,7 @@ class AdaGO(ChainOptimizer):
         adjust_lr: str = "none",
         ns_steps: int = 5,
         orthogonalizer: Any = "newton_schulz",
-        ns_dtype: str | torch.dtype = "bfloat16",
+        ns_dtype: str | torch.dtype = "auto",
         batch_3d: bool = False,
         adamw_lr: float = 3e-4,
         adamw_betas: tuple[float, float] = (0.9, 0.95),

@@ -49,8 +49,8 @@ class NAMO(ChainOptimizer):
         scale_coeff: ``kappa`` of the official shape factor (0.2; ignored by ``"paper"``).
         conv_shape: ``"leading"`` (official: ``A, B = W.shape[:2]``, i.e. out and in channels of a
             conv) or ``"flattened"`` (the ``(out, rest)`` matrix view); only N-D weights differ.
-        ns_steps, orthogonalizer, ns_dtype, batch_3d: the orthogonalizer (5 Jordan NS steps,
-            bf16; the official code casts the lr to bf16 too, muonlab keeps it fp32).
+        ns_steps, orthogonalizer, ns_dtype, batch_3d: the orthogonalizer (5 Jordan NS steps, "auto" =
+            bf16 on GPUs, fp32 on CPUs; the official code casts the lr to bf16 too, muonlab keeps it fp32).
         adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay: the AdamW part. The official code
             shares ``lr`` with it; reproduce with ``adamw_lr=lr, adamw_weight_decay=0``.
             Defaults: 6e-4 (Levanter's ``adam_lr``), (0.9, 0.95), 1e-8, 0 (official configs).
@@ -78,7 +78,7 @@ class NAMO(ChainOptimizer):
         conv_shape: str = "leading",
         ns_steps: int = 5,
         orthogonalizer: Any = "newton_schulz",
-        ns_dtype: str | torch.dtype = "bfloat16",
+        ns_dtype: str | torch.dtype = "auto",
         batch_3d: bool = False,
         adamw_lr: float = 6e-4,
         adamw_betas: tuple[float, float] = (0.9, 0.95),
