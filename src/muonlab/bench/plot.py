@@ -49,18 +49,31 @@ def _line_with_band(ax, curve: dict[int, list[float]], label: str) -> None:
 
 
 def plot_val_loss(result: ExperimentResult, path: Path) -> Path:
-    """Validation loss vs steps at the best lr, band over seeds."""
+    """Validation loss vs steps at the best lr, band over seeds; right panel zooms on the last 70%."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    start = 0.3 * result.steps  # early steps dominate the full view; the ranking is decided later
+    late_values: list[float] = []
     for opt in result.config.optimizers:
         curve = _curves(result, opt.name, "val_loss")
-        if curve:
-            _line_with_band(ax, curve, f"{opt.name} (lr {result.best_lr[opt.name]:.3g})")
-    if result.target is not None:
-        ax.axhline(result.target, color="gray", linestyle="--", linewidth=1, label="target")
-    ax.set(xlabel="step", ylabel="validation loss", title=f"{result.config.name}: validation loss (best lr)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+        if not curve:
+            continue
+        _line_with_band(axes[0], curve, f"{opt.name} (lr {result.best_lr[opt.name]:.3g})")
+        late = {s: v for s, v in curve.items() if s >= start}
+        if late:
+            _line_with_band(axes[1], late, opt.name)
+            late_values += [x for v in late.values() for x in v]
+    for ax, title in zip(axes, ("validation loss (best lr)", "zoom: last 70% of the budget")):
+        if result.target is not None:
+            ax.axhline(result.target, color="gray", linestyle="--", linewidth=1, label="target")
+        ax.set(xlabel="step", ylabel="validation loss", title=title)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    if late_values:  # zoom on the curves (a far-away target line must not stretch the axis)
+        lo, hi = min(late_values), max(late_values)
+        pad = 0.05 * (hi - lo or 1.0)
+        axes[1].set_ylim(lo - pad, hi + pad)
+    fig.suptitle(result.config.name)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

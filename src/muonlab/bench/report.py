@@ -147,7 +147,7 @@ def write_report(result: ExperimentResult) -> None:
               "Train and time-to-target seconds exclude evaluation and callbacks.", "", "## Learning-rate sweep", ""]
     lines += sweep_table(result)
     edge = [f"{o.name} ({result.best_lr[o.name]:.3g})" for o in result.config.optimizers
-            if len(o.lr_grid) > 1 and result.best_lr[o.name] in (min(o.lr_grid), max(o.lr_grid))]
+            if len(o.lr_grid) > 2 and result.best_lr[o.name] in (min(o.lr_grid), max(o.lr_grid))]
     if edge:
         lines += ["", f"**Best lr on the edge of its grid** for {', '.join(edge)}: the optimum may lie outside "
                   "the grid; widen it before drawing conclusions about these optimizers."]

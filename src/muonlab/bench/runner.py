@@ -72,8 +72,9 @@ class RunSpec:
 def environment() -> dict[str, Any]:
     """Git commit (``None`` outside a checkout) and versions, recorded in every run's config row."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=Path(__file__).parent).stdout.strip() or None
+        proc = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).parent)
+        commit = proc.stdout.strip() if proc.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         commit = None
     try:
