@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import muonlab
+from tests.helpers import extreme_gradient, rel_err as _rel, run_steps as _run, spectral_norm as _spec
 from tests.reference.adago import adago_step
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*plain parameter list:UserWarning")
@@ -42,24 +43,6 @@ def _grads(shapes, steps, seed=1, norms=None):
             gs.append(G * (target / G.norm()))
         out.append(gs)
     return out
-
-
-def _run(opt, params, grads):
-    history = []
-    for gs in grads:
-        for p, G in zip(params, gs):
-            p.grad = G.clone()
-        opt.step()
-        history.append([p.detach().clone() for p in params])
-    return history
-
-
-def _rel(a, b):
-    return ((a - b).norm() / b.norm().clamp_min(1e-300)).item()
-
-
-def _spec(X):
-    return torch.linalg.matrix_norm(X.reshape(X.shape[0], -1), ord=2).item()
 
 
 CASES = [
@@ -183,10 +166,7 @@ def test_no_nan_or_inf(kind, v0, eps):
     shape = (6, 8)
     p = torch.randn(*shape, requires_grad=True)
     opt = muonlab.AdaGO([p], v0=v0, eps=eps, weight_decay=0.1, ns_dtype="float32")
-    G = {"zero": torch.zeros(*shape), "huge": torch.randn(*shape).sign() * 1e30}.get(kind)
-    if G is None:
-        G = torch.randn(*shape)
-        G[:, ::2] = 0
+    G = extreme_gradient(shape, kind)
     for t in range(4):
         p.grad = G.clone() if t != 1 else torch.randn(*shape)
         opt.step()

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import muonlab
+from tests.helpers import EXTREME_KINDS, extreme_gradient
 
 CASES = [
     pytest.param(info.cls, kwargs, id=f"{info.name}-{i}")
@@ -135,6 +136,23 @@ def test_zero_gradients_no_nan(cls, kwargs):
         for v in opt.state[p].values():
             if torch.is_tensor(v):
                 assert torch.isfinite(v).all()
+
+
+@pytest.mark.parametrize("kind", EXTREME_KINDS)
+@pytest.mark.parametrize("cls,kwargs", CASES)
+def test_extreme_gradients_stay_finite(cls, kwargs, kind):
+    """Zero gradients, gradients zero in some columns, and 1e30 entries keep parameters and state finite."""
+    problem = Quadratic()
+    opt = cls(problem.groups(), **dict(kwargs, weight_decay=0.1))
+    g = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        for p in problem.params.values():
+            p.grad = extreme_gradient(tuple(p.shape), kind, g)
+        opt.step()
+    for name, p in problem.params.items():
+        assert torch.isfinite(p).all(), name
+        for key, v in opt.state[p].items():
+            assert torch.isfinite(v).all(), (name, key)
 
 
 @pytest.mark.parametrize("cls,kwargs", CASES)

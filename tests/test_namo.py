@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import muonlab
+from tests.helpers import extreme_gradient, rel_err as _rel, run_steps as _run, spectral_norm as _spec
 from muonlab.stages.namo import clamp_to_mean
 from tests.reference.muon import polar
 from tests.reference.namo import clamp_columns, init_state, namo_d_step, namo_step
@@ -41,26 +42,6 @@ def _grads(shapes, steps, seed=1):
         out.append([torch.randn(*s, dtype=F64, generator=g) * math.exp(torch.randn((), dtype=F64, generator=g).item())
                     for s in shapes])
     return out
-
-
-def _run(opt, params, grads):
-    """Feed the gradient sequence; returns the parameters after every step."""
-    history = []
-    for gs in grads:
-        for p, G in zip(params, gs):
-            p.grad = G.clone()
-        opt.step()
-        history.append([p.detach().clone() for p in params])
-    return history
-
-
-def _rel(a, b):
-    return ((a - b).norm() / b.norm().clamp_min(1e-300)).item()
-
-
-def _spec(X):
-    """Spectral norm of the 2-D view."""
-    return torch.linalg.matrix_norm(X.reshape(X.shape[0], -1), ord=2).item()
 
 
 # ----------------------------------------------------------------------------- reference parity
@@ -315,12 +296,6 @@ def test_oracle14_bias_correction_cancels_startup():
 
 
 # ----------------------------------------------------------------------------- robustness
-def _robust_grads(shape):
-    zero_cols = torch.randn(*shape)
-    zero_cols[:, ::2] = 0
-    return {"zero": torch.zeros(*shape), "zero-columns": zero_cols, "huge": torch.randn(*shape).sign() * 1e30}
-
-
 @pytest.mark.parametrize("kind", ["zero", "zero-columns", "huge"])
 @pytest.mark.parametrize("cls", [muonlab.NAMO, muonlab.NAMOD])
 @pytest.mark.parametrize("variant", ["official", "paper"])
@@ -330,7 +305,7 @@ def test_no_nan_or_inf(kind, cls, variant, eps):
     shape = (6, 8)
     p = torch.randn(*shape, requires_grad=True)
     opt = cls([p], variant=variant, eps=eps, ns_dtype="float32")
-    G = _robust_grads(shape)[kind]
+    G = extreme_gradient(shape, kind)
     for t in range(4):
         p.grad = G.clone() if t != 1 else torch.randn(*shape)  # mix in one ordinary step
         opt.step()

@@ -174,30 +174,6 @@ def test_state_layout():
                       "trasmuon.c_last": (18,), "trasmuon.sf_s": (), "trasmuon.sf_c": (18,), "trasmuon.c_ema": (18,)}
 
 
-@pytest.mark.parametrize("config", ["defaults", "soft-gate-no-sf-grad", "warmup-b-source"])
-@pytest.mark.parametrize("kind", ["zero", "zero_columns", "huge"])
-def test_no_nan_or_inf(config, kind):
-    """Zero gradients, gradients zero in some columns/rows, and 1e30 entries keep parameters and state finite."""
-    kw = dict({"col_gate_every": 1}, **CONFIGS[config])
-    params = [torch.randn(*s, requires_grad=True) for s in [(8, 12), (12, 8), (4, 3, 3, 2), (1, 9), (6, 5)]]
-    opt = muonlab.TrasMuon([{"params": params}], **kw)
-    for _ in range(5):
-        for p in params:
-            G = torch.randn_like(p)
-            if kind == "zero":
-                G.zero_()
-            elif kind == "zero_columns":
-                G.view(p.shape[0], -1)[:, ::2] = 0
-                G[0] = 0
-            else:
-                G = G.sign() * 1e30
-            p.grad = G
-        opt.step()
-    for p in params:
-        assert torch.isfinite(p).all()
-        assert all(torch.isfinite(v).all() for v in opt.state[p].values())
-
-
 BAD = [("col_gate_use", "x"), ("col_gate_cmin", 0.0), ("col_gate_cmin", 1.5), ("energy_quantile", 0.0),
        ("col_gate_every", 0), ("col_gate_min_in", 2.5), ("warmup_steps", -1), ("ns_steps", 6), ("gate_ema", 1.0),
        ("e_ref_ema_beta", -0.1), ("sf_mix", 2.0), ("sf_enabled", "yes"), ("scale_factor", 0.0), ("energy_k", -1.0)]
