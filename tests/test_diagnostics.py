@@ -443,3 +443,5 @@ def test_muonlab_gpt_symmetry_and_finite_differences():
     fd = (grad_at(eps) - grad_at(-eps)) / (2 * eps)
     assert torch.allclose(flat(hv), fd, atol=1e-7, rtol=1e-6)
     assert model.attn_impl == "sdpa"
+    check = dg.self_check(model, lm_loss, batch)
+    assert check["symmetry_rel_err"] < 1e-10 and check["fd_rel_err"] < 1e-4

@@ -30,6 +30,7 @@ from muonlab.diagnostics.curvature import (
     directional_sharpness,
     groups_by_block,
     layer_decomposition,
+    self_check,
     taylor_decomposition,
 )
 from muonlab.diagnostics.hvp import bilinear, directional_curvature, hessian_trace, hvp, top_eigenvalue
@@ -60,6 +61,7 @@ __all__ = [
     "matrix_spectrum",
     "optimizer_update",
     "paired_curvatures",
+    "self_check",
     "structural_summary",
     "taylor_decomposition",
     "top_eigenvalue",

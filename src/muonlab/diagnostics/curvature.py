@@ -107,6 +107,38 @@ def taylor_decomposition(
     }
 
 
+def self_check(
+    model: nn.Module, loss_fn: LossFn, batch: Any, *, eps: float = 1e-3, seed: int = 0,
+    dtype: torch.dtype | None = None,
+) -> dict[str, float]:
+    """Sanity checks of the HVP on your model (spec §6.6 pitfalls 1 and 3).
+
+    Returns:
+        ``symmetry_rel_err`` = ``|vᵀHw − wᵀHv| / max(|vᵀHw|, |wᵀHv|)`` for random ``v``, ``w`` (expect
+        < 1e-3 in fp32), and ``fd_rel_err``: the relative gap between ``vᵀHv`` and the central second
+        difference ``(L(θ+εv) − 2L(θ) + L(θ−εv)) / ε²`` with ``‖v‖ = 1`` (expect ≲ 1e-2 in fp32,
+        much less in fp64; a large value points at an op with a wrong or missing second derivative).
+    """
+    if eps <= 0:
+        raise ValueError(f"eps must be > 0, got {eps}")
+    dt = compute_dtype(model, dtype)
+    gen = torch.Generator().manual_seed(seed)
+    theta = primals(model, dt)
+    v, w = ({n: torch.randn(t.shape, generator=gen, dtype=torch.float64).to(t) for n, t in theta.items()}
+            for _ in range(2))
+    norm = dot(v, v) ** 0.5
+    v = {n: t / norm for n, t in v.items()}
+    _, _, hv = probe(model, loss_fn, batch, v, dtype=dt, theta=theta)
+    _, _, hw = probe(model, loss_fn, batch, w, dtype=dt, theta=theta)
+    a, b = dot(w, hv), dot(v, hw)
+    f = functional_loss(model, loss_fn, batch)
+    with torch.no_grad(), diagnostic_mode(model):
+        lp, l0, lm = (float(f({n: theta[n] + s * eps * v[n] for n in theta}).double()) for s in (1, 0, -1))
+    fd, vhv = (lp - 2 * l0 + lm) / eps**2, dot(v, hv)
+    return {"symmetry_rel_err": abs(a - b) / max(abs(a), abs(b), 1e-30),
+            "fd_rel_err": abs(fd - vhv) / max(abs(vhv), 1e-30), "vHv": vhv, "fd": fd}
+
+
 _INDEX = re.compile(r"^\d+$")
 
 
@@ -209,4 +241,4 @@ def layer_decomposition(
     return out
 
 
-__all__ = ["directional_sharpness", "taylor_decomposition", "layer_decomposition", "groups_by_block"]
+__all__ = ["directional_sharpness", "taylor_decomposition", "layer_decomposition", "groups_by_block", "self_check"]

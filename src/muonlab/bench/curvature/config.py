@@ -110,7 +110,8 @@ class CurvatureConfig:
 
 
 def quick(cfg: CurvatureConfig) -> CurvatureConfig:
-    """Shrink ``cfg`` to a smoke run (one seed, fewer steps, smaller sweeps)."""
+    """Shrink ``cfg`` to a smoke run (one seed, fewer steps, smaller sweeps) written to ``<name>-quick``."""
+    cfg.name = f"{cfg.name}-quick"
     cfg.seeds = cfg.seeds[:1]
     cfg.sweep.seeds = cfg.sweep.seeds[:1]
     cfg.steps, cfg.probe_every = 200, 20
