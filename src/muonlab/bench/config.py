@@ -168,7 +168,8 @@ def from_dict(raw: dict[str, Any], *, default_name: str = "experiment") -> Exper
     steps = raw.get("steps")
     _require(steps is None or (isinstance(steps, int) and steps > 0), "steps", f"must be an integer > 0, got {steps!r}")
     eval_every = raw.get("eval_every", 50)
-    _require(isinstance(eval_every, int) and eval_every > 0, "eval_every", f"must be an integer > 0, got {eval_every!r}")
+    _require(isinstance(eval_every, int) and eval_every > 0, "eval_every",
+             f"must be an integer > 0, got {eval_every!r}")
     target = raw.get("target")
     _require(target is None or _number(target), "target", f"must be a number, got {target!r}")
     seeds = raw.get("seeds", [0, 1])

@@ -76,7 +76,8 @@ def check_refs(cfg: ExperimentConfig) -> None:
         for key, value in opt.hparams.items():
             if isinstance(value, str) and value.startswith(REF_PREFIX) and value[len(REF_PREFIX):] not in seen:
                 raise ConfigError(f"optimizers.{opt.name}.{key}: {value!r} must name an optimizer listed before "
-                                  f"{opt.name!r} in the config (listed before: {seen})")
+                                  f"{opt.name!r} in the config (listed before: {seen}); keep that optimizer in "
+                                  f"--optimizers or give a number with --set optimizers.{opt.name}.{key}=...")
         seen.append(opt.name)
 
 
