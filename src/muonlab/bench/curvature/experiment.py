@@ -154,19 +154,25 @@ def run_experiment(cfg: CurvatureConfig, out: Path, *, progress: bool = True, co
 
             if cfg.sweep.enabled:
                 table: dict[str, dict[float, list[float]]] = {o: {} for o in names}
+                alt_table: dict[str, dict[float, list[float]]] = {o: {} for o in names}
+                s0 = min(cfg.sweep.exponents)
+                balanced = {**cfg.task, "exponent": float(s0)}  # second probe batch: the s0 stream
                 for s in cfg.sweep.exponents:
                     task_cfg = {**cfg.task, "exponent": float(s)}
                     for seed in cfg.sweep.seeds:
                         for o in names:
                             rows = train(cfg, out, experiment="sweep", task_cfg=task_cfg, optimizer=o, seed=seed,
                                          steps=cfg.sweep.steps, probe_every=cfg.sweep.probe_every,
-                                         layer_split=False, tasks=tasks, on_step=bar.phase(f"sweep s={s:g} {o}"))
+                                         layer_split=False, tasks=tasks, on_step=bar.phase(f"sweep s={s:g} {o}"),
+                                         alt_task=balanced)
                             table[o].setdefault(float(s), []).append(trajectory_average(rows))
-                s0 = min(cfg.sweep.exponents)
-                norm = float(np.mean(table[ref][float(s0)]))
-                summary["sweep"] = {o: {s: float(np.mean(v)) / norm for s, v in t.items()} for o, t in table.items()}
-                summary["sweep_raw"] = {o: {s: v for s, v in t.items()} for o, t in table.items()}
-                figures["zipf_sweep"] = plots.zipf_sweep(summary["sweep"], fig_dir / "zipf_sweep.png")
+                            alt_table[o].setdefault(float(s), []).append(trajectory_average(rows, "curv_alt/nds"))
+                for key, tab in (("sweep", table), ("sweep_balanced_probe", alt_table)):
+                    norm = float(np.mean(tab[ref][float(s0)]))
+                    summary[key] = {o: {s: float(np.mean(v)) / norm for s, v in t.items()} for o, t in tab.items()}
+                    summary[key + "_raw"] = {o: {s: v for s, v in t.items()} for o, t in tab.items()}
+                figures["zipf_sweep"] = plots.zipf_sweep(summary["sweep"], fig_dir / "zipf_sweep.png",
+                                                         summary["sweep_balanced_probe"])
 
             if cfg.structure.enabled:
                 summary["structure"] = structure(cfg.structure, cfg, out, on_step=bar.phase("structure (Muon)"))

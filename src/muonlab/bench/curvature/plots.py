@@ -144,13 +144,16 @@ def predicted_vs_actual(main: dict[str, list[list[dict]]], path: Path) -> Path:
     return _save(fig, path)
 
 
-def zipf_sweep(table: dict[str, dict[float, float]], path: Path) -> Path:
-    """Trajectory-averaged NDS normalized by the Muon-like optimizer at s = 0, vs Zipf exponent."""
+def zipf_sweep(table: dict[str, dict[float, float]], path: Path,
+               balanced: dict[str, dict[float, float]] | None = None) -> Path:
+    """Trajectory-averaged NDS normalized by the Muon-like optimizer at s = 0, vs Zipf exponent:
+    probe batch from the training stream (solid) and from the balanced s = 0 stream (dashed)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.4))
-    for opt, vals in table.items():
-        s = sorted(vals)
-        ax.plot(s, [vals[k] for k in s], "o-", color=COLORS.get(opt), label=opt)
+    for tab, style, what in ((table, "o-", "probe at training s"), (balanced or {}, "s--", "probe at s=0")):
+        for opt, vals in tab.items():
+            s = sorted(vals)
+            ax.plot(s, [vals[k] for k in s], style, color=COLORS.get(opt), label=f"{opt}, {what}")
     ax.set(xlabel="Zipf exponent s (training data)", ylabel="normalized mean NDS", title="imbalance raises NDS")
     ax.legend(fontsize=7)
     return _save(fig, path)

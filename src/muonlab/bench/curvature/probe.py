@@ -43,11 +43,14 @@ class CurvatureProbe:
         current_batch: also record the Taylor split on the current training batch.
         top_eig_iters: power-iteration steps for the top Hessian eigenvalue (0 = skip).
         spectra: record orthogonality error / effective rank of the hidden-matrix updates.
+        alt_task: optional gpt task config; a second fixed probe batch is drawn from that task's
+            training stream and the Taylor split on it is recorded under ``curv_alt/…`` (the imbalance
+            sweep uses the balanced s = 0 stream here).
     """
 
     def __init__(self, every: int = 25, probe_batches: int = 1, probe_seed: int = 12345,
                  layer_split: bool = True, current_batch: bool = False, top_eig_iters: int = 0,
-                 spectra: bool = True) -> None:
+                 spectra: bool = True, alt_task: dict[str, Any] | None = None) -> None:
         if not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be an integer >= 1, got {every!r}")
         if not isinstance(probe_batches, int) or probe_batches < 1:
@@ -57,13 +60,18 @@ class CurvatureProbe:
         self.every, self.probe_batches, self.probe_seed = every, probe_batches, probe_seed
         self.layer_split, self.current_batch = layer_split, current_batch
         self.top_eig_iters, self.spectra = top_eig_iters, spectra
+        self.alt_task = dict(alt_task) if alt_task else None
         self._probe: Any = None
+        self._alt: Any = None
+
+    def _draw(self, task: Any) -> Any:
+        stream = iter(task.train_batches(self.probe_seed))
+        parts = [next(stream) for _ in range(self.probe_batches)]
+        return tuple(torch.cat(xs) for xs in zip(*parts)) if len(parts) > 1 else parts[0]
 
     def _probe_batch(self, task: Any) -> Any:
         if self._probe is None:
-            stream = iter(task.train_batches(self.probe_seed))
-            parts = [next(stream) for _ in range(self.probe_batches)]
-            self._probe = tuple(torch.cat(xs) for xs in zip(*parts)) if len(parts) > 1 else parts[0]
+            self._probe = self._draw(task)
         return self._probe
 
     def __call__(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, task: Any,
@@ -98,6 +106,14 @@ class CurvatureProbe:
         if self.top_eig_iters:
             row["curv/top_eig"] = dg.top_eigenvalue(model, loss_fn, probe, iters=self.top_eig_iters,
                                                     tol=1e-3)["eigenvalue"]
+        if self.alt_task is not None:
+            if self._alt is None:
+                from muonlab.bench.tasks import make_task
+
+                self._alt = self._draw(make_task("gpt", **self.alt_task))
+            alt = dg.taylor_decomposition(model, loss_fn, self._alt, u)
+            for k in ("first_order", "curvature_penalty", "realized", "nds"):
+                row[f"curv_alt/{k}"] = alt[k]
         if self.current_batch:
             cur = dg.taylor_decomposition(model, loss_fn, batch, u)
             for k in ("first_order", "curvature_penalty", "predicted", "realized", "nds"):

@@ -35,11 +35,13 @@ def _task(task_cfg: dict[str, Any]) -> Any:
 
 def train(cfg: CurvatureConfig, out: Path, *, experiment: str, task_cfg: dict[str, Any], optimizer: str,
           seed: int, steps: int, probe_every: int, layer_split: bool, on_step: OnStep | None = None,
-          tasks: dict | None = None) -> list[dict]:
+          tasks: dict | None = None, alt_task: dict[str, Any] | None = None) -> list[dict]:
     """One probed run; returns its step rows (reused from ``out`` when already finished)."""
     hp = dict(cfg.optimizers[optimizer])
     lr = float(hp.pop("lr"))
     probe_kw = {**dataclasses.asdict(cfg.probe), "every": probe_every, "layer_split": layer_split}
+    if alt_task is not None:
+        probe_kw["alt_task"] = alt_task
     spec = RunSpec(experiment=experiment, task="gpt", task_config=task_cfg, optimizer=optimizer, lr=lr, seed=seed,
                    hparams=hp, steps=steps, eval_every=probe_every, target=None, grad_clip=cfg.grad_clip,
                    schedule=dict(cfg.schedule), callbacks={"curvature": probe_kw})
