@@ -216,6 +216,16 @@ def test_quick_shrinks(tmp_path):
     assert full.steps == 5000 and not full.quick and full.task_config == {}
 
 
+def test_quick_shrinks_model_of_any_config():
+    """--quick caps the size keys of a config that has no [quick] table, never growing the model."""
+    raw = {"task": {"name": "gpt", "n_layer": 6, "n_embd": 384, "n_head": 6, "batch_size": 4},
+           "optimizers": {"adamw": {"lr_grid": [1e-3]}}}
+    task = load_config(raw, quick=True).task_config
+    assert task["n_layer"] == 1 and task["n_embd"] == 32 and task["batch_size"] == 4
+    assert task["n_embd"] % task["n_head"] == 0 and task["block_size"] == 32  # default 64 capped too
+    assert load_config(raw).task_config == {"n_layer": 6, "n_embd": 384, "n_head": 6, "batch_size": 4}
+
+
 def test_shipped_configs_parse_and_quick():
     """Every shipped config parses, and --quick shrinks it."""
     names = shipped_configs()

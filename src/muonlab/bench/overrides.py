@@ -26,6 +26,9 @@ class ConfigError(ValueError):
 # Generic --quick shrinking, applied after the file's own [quick] table.
 QUICK_MAX_STEPS = 40
 QUICK_MAX_SEEDS = 2
+# Size keys of the shipped tasks, capped by --quick (only ever made smaller than the config/default).
+QUICK_TASK_CAPS = {"n_layer": 1, "n_embd": 32, "block_size": 32, "batch_size": 16, "width": 32,
+                   "train_tokens": 100_000, "val_tokens": 20_000, "eval_batches": 4, "max_bytes": 500_000}
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -73,6 +76,30 @@ def _two_point(grid: list[float]) -> list[float]:
     return list(grid[mid - 1:mid + 1]) if len(grid) % 2 == 0 else list(grid[mid:mid + 2])
 
 
+def _task_defaults(name: Any) -> dict[str, Any]:
+    """Constructor defaults of a registered task (empty when unknown: the caps then use the config only)."""
+    try:
+        import dataclasses
+
+        from muonlab.bench.tasks import TASKS
+
+        return {f.name: f.default for f in dataclasses.fields(TASKS[name]) if f.default is not dataclasses.MISSING}
+    except (ImportError, KeyError, TypeError):
+        return {}
+
+
+def shrink_task(task: dict[str, Any]) -> None:
+    """Cap the model/data size keys of a ``[task]`` table in place (see ``QUICK_TASK_CAPS``)."""
+    defaults = _task_defaults(task.get("name"))
+    for key, cap in QUICK_TASK_CAPS.items():
+        value = task.get(key, defaults.get(key))
+        if isinstance(value, int) and not isinstance(value, bool) and value > cap:
+            task[key] = cap
+    n_embd, n_head = task.get("n_embd", defaults.get("n_embd")), task.get("n_head", defaults.get("n_head"))
+    if isinstance(n_embd, int) and isinstance(n_head, int) and n_head > 0 and n_embd % n_head:
+        task["n_head"] = max(d for d in range(1, n_head + 1) if n_embd % d == 0)  # keep heads dividing width
+
+
 def merge_quick(raw: dict[str, Any]) -> dict[str, Any]:
     """``--quick``, first half: the file's ``[quick]`` table deep-merged over the rest of the file."""
     extra = raw.get("quick", {}) or {}
@@ -82,7 +109,7 @@ def merge_quick(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def shrink_quick(raw: dict[str, Any]) -> dict[str, Any]:
-    """``--quick``, second half: cap steps, lr grids (2 points), seeds (2) and warmup."""
+    """``--quick``, second half: cap steps, lr grids (2 points), seeds (2), warmup and the model size."""
     out = copy.deepcopy(raw)
     out["quick"] = True
     out["grad_accum"] = 1
@@ -100,6 +127,8 @@ def shrink_quick(raw: dict[str, Any]) -> dict[str, Any]:
     sched = out.get("schedule")
     if isinstance(sched, dict) and isinstance(sched.get("warmup"), int):
         sched["warmup"] = min(sched["warmup"], out["steps"] // 10)
+    if isinstance(out.get("task"), dict):
+        shrink_task(out["task"])
     return out
 
 
