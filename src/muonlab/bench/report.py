@@ -40,13 +40,21 @@ class OptimizerSummary:
     n_reached: int
     time_to_target: float | None
     train_time: float
+    step_time: float                  # seconds per optimizer step (training only), mean over runs
     ratio_vs_baseline: float | None = None
+    step_time_vs_baseline: float | None = None
 
 
 def _mean_std(xs: list[float]) -> tuple[float, float]:
     if not xs:
         return math.nan, math.nan
     return statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0
+
+
+def _step_time(runs: list) -> float:
+    per_step = [r.summary["train_time"] / r.summary["steps_done"] for r in runs
+                if r.summary.get("steps_done") and r.summary.get("train_time") is not None]
+    return statistics.fmean(per_step) if per_step else math.nan
 
 
 def summarize(result: ExperimentResult) -> list[OptimizerSummary]:
@@ -65,11 +73,14 @@ def summarize(result: ExperimentResult) -> list[OptimizerSummary]:
             steps_to_target=statistics.fmean(s["steps_to_target"] for s in reached) if reached else None,
             n_reached=len(reached),
             time_to_target=statistics.fmean(s["time_to_target"] for s in reached) if reached else None,
-            train_time=statistics.fmean(r.summary.get("train_time", math.nan) for r in runs) if runs else math.nan))
+            train_time=statistics.fmean(r.summary.get("train_time", math.nan) for r in runs) if runs else math.nan,
+            step_time=_step_time(runs)))
     base = next((r for r in rows if r.name == BASELINE), None)
     for r in rows:
         if base is not None and base.steps_to_target and r.steps_to_target is not None:
             r.ratio_vs_baseline = r.steps_to_target / base.steps_to_target
+        if base is not None and base.step_time > 0 and math.isfinite(r.step_time):
+            r.step_time_vs_baseline = r.step_time / base.step_time
     return rows
 
 
@@ -84,11 +95,11 @@ def table_cells(s: OptimizerSummary) -> list[str]:
         loss += f" ({s.n_diverged} diverged)"
     steps = f"{_fmt(s.steps_to_target, '.0f')} ({s.n_reached}/{s.n_runs})" if s.n_reached else f"— (0/{s.n_runs})"
     return [s.name, f"{s.best_lr:.3g}", loss, steps, _fmt(s.ratio_vs_baseline, ".2f"),
-            _fmt(s.time_to_target, ".3g"), _fmt(s.train_time, ".3g")]
+            _fmt(s.time_to_target, ".3g"), _fmt(s.train_time, ".3g"), _fmt(s.step_time_vs_baseline, ".2f")]
 
 
 HEADERS = ["optimizer", "best lr", "final val loss (mean ± std)", "steps to target (reached)",
-           "steps vs AdamW", "time to target (s)", "train time (s)"]
+           "steps vs AdamW", "time to target (s)", "train time (s)", "step time vs AdamW"]
 
 
 def sweep_table(result: ExperimentResult) -> list[str]:
@@ -143,7 +154,8 @@ def write_report(result: ExperimentResult) -> None:
     lines += ["", "Best lr: lowest final validation loss averaged over the sweep seed(s). Steps to target: "
               "first evaluation step with val loss <= target, averaged over the seeds that reached it "
               "(a count below n/n means some seeds never reached it, so compare with care). "
-              "Steps vs AdamW: that mean divided by AdamW's (< 1 is faster). "
+              "Steps vs AdamW: that mean divided by AdamW's (< 1 is faster). Step time vs AdamW: seconds "
+              "per optimizer step relative to AdamW's, measured in this process (> 1 is costlier). "
               "Train and time-to-target seconds exclude evaluation and callbacks.", "", "## Learning-rate sweep", ""]
     lines += sweep_table(result)
     edge = [f"{o.name} ({result.best_lr[o.name]:.3g})" for o in result.config.optimizers
@@ -173,7 +185,8 @@ def print_table(result: ExperimentResult, console: Any = None) -> None:
 
     console = console or Console()
     table = Table(title=f"{result.config.name}: {result.steps} steps, target {_fmt(result.target)}")
-    for h in ["optimizer", "best lr", "val loss", "steps→target", "vs AdamW", "t→target (s)", "train (s)"]:
+    for h in ["optimizer", "best lr", "val loss", "steps→target", "vs AdamW", "t→target (s)", "train (s)",
+              "step time vs AdamW"]:
         table.add_column(h)
     for s in summarize(result):
         table.add_row(*table_cells(s))
