@@ -301,6 +301,17 @@ def test_divergence_is_reported_not_hidden(tmp_path):
     assert runner.finished_summary(path) == json.loads(json.dumps(summary))
 
 
+def test_sweep_with_diverged_runs_still_reports(tmp_path):
+    """When runs diverge, the sweep finishes, the report lists them and the plots are still written."""
+    cfg = tiny_config(callbacks={})
+    cfg["task"]["nan_after"] = 3  # one task object serves every run: all runs diverge early
+    result = run_tiny(tmp_path, cfg)
+    report = (tmp_path / "tiny" / "report.md").read_text()
+    assert "## Diverged runs" in report and "| diverged |" in report
+    assert all(r.summary["status"] == "diverged" for r in result.runs)
+    assert (tmp_path / "tiny" / "lr_sensitivity.png").is_file()
+
+
 def test_cli_config_error_exit_2(tmp_path, capsys):
     """`muonlab bench BAD.toml` prints the error without a traceback and exits 2."""
     bad = tmp_path / "bad.toml"

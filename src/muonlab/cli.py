@@ -73,14 +73,12 @@ def cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
     names = [s.strip() for s in args.optimizers.split(",") if s.strip()] if args.optimizers else None
     try:
         cfg = load_config(args.config, args.overrides, optimizers=names, quick=args.quick)
-        result = run_experiment(cfg, args.out, progress=not args.no_progress,
+        run_experiment(cfg, args.out, progress=not args.no_progress,
                                 command="python -m muonlab " + " ".join(shlex.quote(a) for a in argv))
     except ConfigError as exc:
         print(f"muonlab bench: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
-    print(f"\nReport: {result.report_path}")
-    print("Plots:  " + ", ".join(str(p) for p in result.plots))
-    return 0
+    return 0  # the table and the paths of report.md and the plots were printed by run_experiment
 
 
 def _safe(fn, what: str) -> list[str]:
