@@ -24,5 +24,7 @@ def adam(stack: Stack) -> None:
     t = stack.per_item(stack.step)
     bias1 = 1 - torch.pow(beta1, t)
     bias2 = 1 - torch.pow(beta2, t)
-    stack.update = m / (v.sqrt() / bias2.sqrt() + stack.group["eps"])
+    # One temporary instead of four: denom <- sqrt(v) / sqrt(bias2) + eps, then m / denom in place.
+    denom = v.sqrt().div_(bias2.sqrt()).add_(stack.group["eps"])
+    stack.update = torch.div(m, denom, out=denom)
     stack.step_size = stack.step_size / bias1
