@@ -173,7 +173,10 @@ def write_report(result: ExperimentResult) -> None:
         lines += [f"- `{r.spec.run_id}` (non-finite loss at step {r.summary.get('diverged_at')})" for r in diverged]
     lines += ["", "## Plots", ""]
     lines += [f"![{p.stem}]({p.name})" for p in result.plots]
-    lines += ["", f"Run records (JSONL): {len(result.runs)} files in this folder.", ""]
+    reused = sum(r.skipped for r in result.runs)
+    lines += ["", f"Run records (JSONL): {len(result.runs)} files in this folder"
+              + (f"; {reused} reused from an earlier invocation (resume): their timings, machine and versions "
+                 "are those in their own config rows." if reused else "."), ""]
     result.report_path = result.out_dir / "report.md"
     result.report_path.write_text("\n".join(lines), encoding="utf-8")
 
