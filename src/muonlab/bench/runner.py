@@ -143,7 +143,10 @@ def run(spec: RunSpec, task: Any, optimizer_cls: type, path: Path, *, callbacks:
     """
     wall0 = time.perf_counter()
     torch.manual_seed(spec.seed)  # anything the task does not seed itself (dropout) is still reproducible
-    model = task.make_model(spec.seed).to(resolve_device(spec.device))  # tasks move batches to the model
+    device = resolve_device(spec.device)
+    model = task.make_model(spec.seed).to(device)  # tasks move batches to the model's device
+    # CUDA work is asynchronous: wait for it before reading the clock, or step times mean nothing.
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     optimizer = build_optimizer(spec.optimizer, optimizer_cls, model, spec.lr, spec.hparams)
     sched_kw = dict(kind=spec.schedule["kind"], warmup=spec.schedule["warmup"],
                     min_lr_ratio=spec.schedule["min_lr_ratio"])
@@ -197,6 +200,7 @@ def run(spec: RunSpec, task: Any, optimizer_cls: type, path: Path, *, callbacks:
             t0 = time.perf_counter()
             optimizer.step()
             scheduler.step()
+            sync()
             train_time += time.perf_counter() - t0
             for cb in active:
                 if hasattr(cb, "after_step"):
