@@ -5,8 +5,8 @@ any bench experiment can attach with a ``[callbacks.curvature]`` table.
 
 .. code-block:: text
 
-    python -m muonlab curvature                  # full default (about 10 min on 2 CPU cores)
-    python -m muonlab curvature --quick          # smoke run (< 3 min)
+    python -m muonlab curvature                  # full default (about 6 min on 2 CPU cores)
+    python -m muonlab curvature --quick          # smoke run (1-2.5 min), written to <out>/curvature-quick
     python -m muonlab curvature my.toml --set steps=800 --set optimizers.muon.lr=0.03 --out runs
 
 Writes ``<out>/curvature/report.md``, ``summary.json``, ``figures/*.png`` and one JSONL record per

@@ -1,6 +1,6 @@
 """Configuration of ``python -m muonlab curvature``: dataclasses, TOML files, ``--set`` overrides.
 
-The defaults are the full reproduction (about 8 minutes on 2 otherwise idle CPU cores); :func:`quick` shrinks it
+The defaults are the full reproduction (about 6 minutes on 2 CPU cores); :func:`quick` shrinks it
 to a smoke run of under 3 minutes. A TOML file may set any field, with one table per section::
 
     steps = 400
