@@ -4,19 +4,27 @@
 >>> opt = muonlab.Muon(muonlab.param_groups(model), lr=0.02, adamw_lr=3e-4)
 """
 
-from . import orth
-from .optim import AdamW, ChainOptimizer, Muon, OptimizerInfo, optimizer_infos, optimizers, register
+from . import diagnostics, orth
+from .optim import (
+    NAMO,
+    NAMOD,
+    AdaGO,
+    AdaMuon,
+    AdamW,
+    ChainOptimizer,
+    Muon,
+    NorMuon,
+    OptimizerInfo,
+    TrasMuon,
+    optimizer_infos,
+    optimizers,
+    register,
+)
 from .routing import classify, param_groups
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AdamW", "ChainOptimizer", "Muon", "OptimizerInfo", "classify", "optimizer_infos", "optimizers", "orth",
-    "param_groups", "register",
+    "NAMO", "NAMOD", "AdaGO", "AdaMuon", "AdamW", "ChainOptimizer", "Muon", "NorMuon", "OptimizerInfo", "TrasMuon",
+    "classify", "diagnostics", "optimizer_infos", "optimizers", "orth", "param_groups", "register",
 ]
-from .optim import AdaMuon, NorMuon, TrasMuon  # noqa: E402
-
-__all__ += ["AdaMuon", "NorMuon", "TrasMuon"]
-from .optim import NAMO, NAMOD, AdaGO  # noqa: E402
-
-__all__ += ["AdaGO", "NAMO", "NAMOD"]

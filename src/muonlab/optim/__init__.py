@@ -1,16 +1,18 @@
-"""Optimizers: the chain shell, the presets and the registry."""
+"""Optimizers: the chain shell, the presets and the registry.
 
-from .presets import AdamW, Muon
+Importing a preset module registers its classes, so the import order below is the registry order.
+"""
+
+from .presets import AdamW, Muon  # registers "adamw", "muon"
+from .namo import NAMO, NAMOD  # registers "namo", "namo-d"
+from .adago import AdaGO  # registers "adago"
+from .trasmuon import TrasMuon  # registers "trasmuon"
+from .normuon import NorMuon  # registers "normuon"
+from .adamuon import AdaMuon  # registers "adamuon"
 from .registry import OptimizerInfo, optimizer_infos, optimizers, register
 from .shell import ChainOptimizer
 
-__all__ = ["AdamW", "ChainOptimizer", "Muon", "OptimizerInfo", "optimizer_infos", "optimizers", "register"]
-from .adamuon import AdaMuon  # noqa: E402  (registers "adamuon")
-from .normuon import NorMuon  # noqa: E402  (registers "normuon")
-from .trasmuon import TrasMuon  # noqa: E402  (registers "trasmuon")
-
-__all__ += ["AdaMuon", "NorMuon", "TrasMuon"]
-from .adago import AdaGO  # noqa: E402  (registers "adago")
-from .namo import NAMO, NAMOD  # noqa: E402  (registers "namo", "namo-d")
-
-__all__ += ["AdaGO", "NAMO", "NAMOD"]
+__all__ = [
+    "NAMO", "NAMOD", "AdaGO", "AdaMuon", "AdamW", "ChainOptimizer", "Muon", "NorMuon", "OptimizerInfo", "TrasMuon",
+    "optimizer_infos", "optimizers", "register",
+]
