@@ -235,3 +235,24 @@ def test_closure_returns_loss():
 
     loss = opt.step(closure)
     assert loss.item() > (w**2).sum().item()
+
+
+def test_changing_set_of_gradients_keeps_state_exact():
+    """Parameters whose gradient is sometimes None: the stacked state is rebuilt and stays per-parameter."""
+    a, b, c = (torch.randn(4, 3, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    twins = [t.detach().clone().requires_grad_() for t in (a, b, c)]
+    opt = muonlab.Muon([{"params": [a, b, c]}], orthogonalizer="svd")
+    solo = [muonlab.Muon([{"params": [t]}], orthogonalizer="svd") for t in twins]
+    pattern = [(1, 1, 1), (1, 0, 1), (1, 1, 0), (1, 1, 1), (0, 1, 1)]
+    g = torch.Generator().manual_seed(0)
+    for mask in pattern:
+        for p, t, o, on in zip((a, b, c), twins, solo, mask):
+            G = torch.randn(4, 3, dtype=torch.float64, generator=g)
+            p.grad = G.clone() if on else None
+            t.grad = G.clone() if on else None
+            if on:
+                o.step()
+        opt.step()
+    for p, t in zip((a, b, c), twins):
+        torch.testing.assert_close(p, t, rtol=1e-12, atol=1e-12)
+    assert len(opt._stack_cache) == 1

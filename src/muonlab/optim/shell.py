@@ -67,7 +67,7 @@ class ChainOptimizer(Optimizer):
         if self.default_algorithm == "orthogonal":
             self.validate_group(dict(defaults, algorithm="orthogonal", params=[]))
         self.validate_group(dict(adamw_defaults, algorithm="adamw", params=[]))
-        # stacked state buffers between steps, keyed by (group, parameters of the bucket)
+        # stacked state buffers between steps, one per (group, bucket)
         self._stack_cache: dict[tuple, dict[str, Any]] = {}
         super().__init__(self._split_plain(params), dict(defaults, algorithm=self.default_algorithm))
 
@@ -196,7 +196,9 @@ class ChainOptimizer(Optimizer):
         # stack.grad); several are concatenated. p.grad itself is never modified.
         grads = [p.grad.reshape(c, *shape) for p, c in zip(params, counts)]
         G = (grads[0] if len(grads) == 1 else torch.cat(grads)).to(dtype)
-        cache = self._stack_cache.setdefault((id(group), tuple(id(p) for p in params)), {})
+        # One cache per bucket: when the set of parameters with gradients changes, the stacks are
+        # rebuilt from the per-parameter state and replace the old ones (nothing stale is kept).
+        cache = self._stack_cache.setdefault((id(group), shape, params[0].dtype, params[0].device), {})
         stack = Stack(
             grad=G, update=G, group=group, step=None, param_states=[self.state[p] for p in params],
             counts=counts, squeeze=[s for _, _, s in views], cache=cache,

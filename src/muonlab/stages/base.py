@@ -90,7 +90,11 @@ class Stack:
             return self.state[key]
         shape = self.shape if shape is None else tuple(shape)
         cached = self.cache.get(key)
-        if cached is not None and all(st.get(key) is v for st, v in zip(self.param_states, cached[1])):
+        if (
+            cached is not None
+            and len(cached[1]) == len(self.param_states)
+            and all(st.get(key) is v for st, v in zip(self.param_states, cached[1]))
+        ):
             buf = cached[0]
         else:
             opts = dict(dtype=self.grad.dtype, device=self.grad.device)
