@@ -109,3 +109,14 @@ def test_groups_train_with_every_optimizer():
         loss = model.lm_head(model.mlp(model.wte(x))[..., :16]).logsumexp(-1).mean()
         loss.backward()
         opt.step()
+
+
+def test_optimizer_describe_shows_effective_lr():
+    """opt.describe() lists every parameter with its algorithm, lr and shape-adjusted effective lr."""
+    model = TinyLM(tied=False)
+    opt = muonlab.Muon(muonlab.param_groups(model), lr=0.02, adjust_lr="rms")
+    table = opt.describe()
+    row = next(line for line in table.splitlines() if line.startswith("attn.weight"))
+    # rms convention: 0.02 * 0.2 * sqrt(max(48, 16)) = 0.0277
+    assert "orthogonal" in row and "0.02 " in row and "0.0277" in row
+    assert sum(1 for line in table.splitlines()[2:]) == sum(len(g["params"]) for g in opt.param_groups)

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ..stages import Stack, adam, decay_weights
+from ..stages import Stack, adam, decay_weights, shape_factor
 from . import validate as V
 
 Stage = Callable[[Stack], None]
@@ -142,6 +142,30 @@ class ChainOptimizer(Optimizer):
     def validate_orthogonal(self, group: dict[str, Any]) -> None:
         """Preset-specific checks of an orthogonal group (override and call super)."""
         V.common_orthogonal(group)
+
+    def describe(self) -> str:
+        """The routing table as this optimizer sees it: one row per parameter.
+
+        Columns: name, matrix view, algorithm, lr, effective lr (lr times the shape factor of the
+        group's ``adjust_lr`` where the preset has one; adaptive presets scale it further at each
+        step), weight decay.
+        """
+        rows = [("name", "shape", "view", "algorithm", "lr", "effective lr", "weight_decay")]
+        for i, group in enumerate(self.param_groups):
+            names = group.get("param_names") or [f"group{i}.{j}" for j in range(len(group["params"]))]
+            for name, p in zip(names, group["params"]):
+                view, count, _ = self.matrix_view(p, group)
+                eff = group["lr"]
+                if group["algorithm"] != "adamw" and "adjust_lr" in group:
+                    eff *= shape_factor(view[0], view[1], group["adjust_lr"])
+                rows.append((
+                    name, "x".join(map(str, p.shape)), ("%dx" % count if count > 1 else "") + "x".join(map(str, view)),
+                    group["algorithm"], f"{group['lr']:.3g}", f"{eff:.3g}", f"{group['weight_decay']:.3g}",
+                ))
+        widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+        lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
 
     # ------------------------------------------------------------------ step
     @torch.no_grad()
