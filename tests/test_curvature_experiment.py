@@ -18,15 +18,6 @@ from muonlab.bench.curvature.quadratic import polar, run_quadratic, theorem_cond
 from muonlab.data.quadratic import StructuredQuadratic
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids contention (and oversubscription under xdist)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---------------------------------------------------------------------------------------------
 # Section-5 quadratic: closed forms from the theorem's proof sketch (spec §4.1)
 # ---------------------------------------------------------------------------------------------

@@ -19,15 +19,6 @@ from muonlab import diagnostics as dg
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids contention (and oversubscription under xdist)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---------------------------------------------------------------------------------------------
 # Tiny models with a hand-written functional twin (the reference never goes through the library)
 # ---------------------------------------------------------------------------------------------
@@ -117,12 +108,7 @@ def explicit_hessian(model: nn.Module, flat_loss) -> torch.Tensor:
 
     # Plain (unvectorized) autograd: torch.func.hessian (vmap'd jacfwd∘jacrev) disagreed with finite
     # differences on the tiny transformer's LayerNorm rows in torch 2.13, so it is not a reference.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # hundreds of tiny backward passes: extra threads only add contention
-    try:
-        return torch.autograd.functional.hessian(f, theta)
-    finally:
-        torch.set_num_threads(threads)
+    return torch.autograd.functional.hessian(f, theta)
 
 
 def flat(vs) -> torch.Tensor:

@@ -13,15 +13,6 @@ from muonlab import diagnostics as dg
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids contention (and oversubscription under xdist)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def orthogonal(d: int, seed: int) -> torch.Tensor:
     q, r = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(seed), dtype=DT))
     return q * torch.sign(torch.diagonal(r))

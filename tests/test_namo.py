@@ -20,15 +20,6 @@ F64 = torch.float64
 SHAPES = [(6, 6), (9, 4), (3, 7), (1, 5), (5, 1), (4, 3, 3, 2), (4, 18)]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny matrices: intra-op threads only add barrier waits (up to 100x slower on a busy 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _params(shapes, seed=0):
     g = torch.Generator().manual_seed(seed)
     return [torch.randn(*s, dtype=F64, generator=g).requires_grad_() for s in shapes]
