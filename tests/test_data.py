@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from muonlab.data import (
-    DataPathError, StructuredQuadratic, TokenShards, ZipfPCFG, fixed_windows, load_text_bytes,
+    StructuredQuadratic, TokenShards, ZipfPCFG, fixed_windows, load_text_bytes,
     random_windows, rank_frequency_slope, text_splits, window_batches, zipf_pcfg_splits,
 )
 from muonlab.data.zipf_pcfg import ZipfPCFGConfig

@@ -98,7 +98,7 @@ def probe(
             if method == "fwd_rev":
                 raise
             # Python's default warning filter shows this once per call site, not once per probe.
-            warnings.warn(f"forward-over-reverse HVP failed ({err!s:.120}); using double backward")
+            warnings.warn(f"forward-over-reverse HVP failed ({err!s:.120}); using double backward", stacklevel=2)
             return _double_bwd(f, theta, v)
 
 

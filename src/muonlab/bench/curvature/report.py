@@ -47,7 +47,7 @@ def _main_section(s: dict, lines: list[str]) -> None:
     win = s.get("decrease_win_frac", {})
     lines += ["", f"Fraction of the matched-loss grid where {ref}'s realized one-step decrease exceeds {base}'s: "
               f"{_f(win.get('realized'), '.2f')} (paper: 1, at every loss level).",
-              f"Median |Taylor residual| / |realized change| on the probe batch: "
+              "Median |Taylor residual| / |realized change| on the probe batch: "
               + ", ".join(f"{o} {_f(v, '.2g')}" for o, v in s["taylor_fit"].items())
               + " (paper: predicted and realized nearly coincide).", ""]
     nds_r = m["interp"].get("curv/nds", {}).get("mean", math.nan)

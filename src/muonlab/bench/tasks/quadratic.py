@@ -57,7 +57,7 @@ class QuadraticTask:
     def __post_init__(self) -> None:
         check_positive_int(d1=self.d1, d2=self.d2, r=self.r, steps=self.steps)
         check_finite(positive=True, target=self.target)
-        self.problem  # build now so invalid alpha/rho/sigma_ratio fail at construction
+        _ = self.problem  # build now so invalid alpha/rho/sigma_ratio fail at construction
 
     @cached_property
     def problem(self) -> StructuredQuadratic:
