@@ -50,7 +50,7 @@ class AdaGO(ChainOptimizer):
         weight_decay: decoupled ``W <- W (1 - eta wd)`` (0; not in the paper).
         adjust_lr: shape factor after the stepsize, ``"none"`` (paper), ``"spectral"`` or ``"rms"``.
         ns_steps, orthogonalizer, ns_dtype, batch_3d: the orthogonalizer (5 Jordan NS steps; ns_dtype
-            "auto" = bf16 on GPUs, fp32 on CPUs).
+            "auto" = bf16 where matmuls are native bf16, else fp32).
         adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay: the AdamW part (3e-4, (0.9, 0.95),
             1e-10, 0: pytorch-optimizer's AdamW groups).
 

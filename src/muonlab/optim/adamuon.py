@@ -43,7 +43,8 @@ class AdaMuon(ChainOptimizer):
         nesterov: Nesterov mix (True, official code).
         ns_steps: orthogonalizer iterations (5).
         orthogonalizer: registry name or callable (``"newton_schulz"``, Jordan's quintic).
-        ns_dtype: compute dtype of the iteration (``"auto"``: bf16 on GPUs, fp32 on CPUs; fp64 parameters use fp64).
+        ns_dtype: compute dtype of the iteration (``"auto"``: bf16 where matmuls are native bf16, else
+            fp32; fp64 parameters use fp64).
         batch_3d: treat 3-D parameters as batches of matrices.
         adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay: the AdamW part (official GPT-2 config:
             6e-4, (0.9, 0.95), 1e-8 (torch default), 0.1).

@@ -50,7 +50,7 @@ class NAMO(ChainOptimizer):
         conv_shape: ``"leading"`` (official: ``A, B = W.shape[:2]``, i.e. out and in channels of a
             conv) or ``"flattened"`` (the ``(out, rest)`` matrix view); only N-D weights differ.
         ns_steps, orthogonalizer, ns_dtype, batch_3d: the orthogonalizer (5 Jordan NS steps, "auto" =
-            bf16 on GPUs, fp32 on CPUs; the official code casts the lr to bf16 too, muonlab keeps it fp32).
+            bf16 where matmuls are native bf16, else fp32; the official code casts the lr to bf16 too, muonlab keeps it fp32).
         adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay: the AdamW part. The official code
             shares ``lr`` with it; reproduce with ``adamw_lr=lr, adamw_weight_decay=0``.
             Defaults: 6e-4 (Levanter's ``adam_lr``), (0.9, 0.95), 1e-8, 0 (official configs).

@@ -50,7 +50,8 @@ class NorMuon(ChainOptimizer):
         nesterov: Nesterov mix (None: True official, False paper).
         ns_steps: orthogonalizer iterations (5).
         orthogonalizer: registry name or callable (``"newton_schulz"``, Jordan's quintic).
-        ns_dtype: compute dtype of the iteration (``"auto"``: bf16 on GPUs, fp32 on CPUs; fp64 parameters use fp64).
+        ns_dtype: compute dtype of the iteration (``"auto"``: bf16 where matmuls are native bf16, else
+            fp32; fp64 parameters use fp64).
         adjust_lr: shape factor (None: ``"spectral"`` official, ``"none"`` paper).
         batch_3d: treat 3-D parameters as batches of matrices.
         adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay: the AdamW part (official

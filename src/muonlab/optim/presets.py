@@ -46,7 +46,8 @@ class Muon(ChainOptimizer):
         ns_steps: orthogonalizer iterations (5).
         orthogonalizer: registry name (``"newton_schulz"``, ``"polar_express"``, ``"svd"``, ...) or a
             callable ``X -> Orth(X)``.
-        ns_dtype: compute dtype of the iteration: ``"auto"`` (bf16 on GPUs, fp32 on CPUs), or
+        ns_dtype: compute dtype of the iteration: ``"auto"`` (bf16 on GPUs and on CPUs with native bf16
+            matmuls (AVX512-BF16 / AMX), else fp32), or
             ``"bfloat16"``, ``"float32"``, ... (fp64 parameters always use fp64).
         adjust_lr: ``"spectral"`` | ``"rms"`` | ``"none"`` (see above).
         momentum_form: ``"ema"`` or ``"sum"`` (identical after orthogonalization).

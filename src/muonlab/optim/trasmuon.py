@@ -63,7 +63,8 @@ class TrasMuon(ChainOptimizer):
         sf_exclude_warmup: leave warmup steps out of the SF average (True).
         ns_steps: orthogonalizer iterations (5; with ``"you"`` at most 5, as in the authors' code).
         orthogonalizer: registry name or callable (``"you"``, You's 5-step schedule).
-        ns_dtype: compute dtype of the iteration (``"auto"``: bf16 on GPUs, fp32 on CPUs; fp64 parameters use fp64).
+        ns_dtype: compute dtype of the iteration (``"auto"``: bf16 where matmuls are native bf16, else
+            fp32; fp64 parameters use fp64).
         batch_3d: treat 3-D parameters as batches of matrices.
         adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay: the Adam part (authors' fallback:
             same lr 1e-3, (0.95, 0.95), 1e-8, same weight decay 0). Pass ``adamw_lr=lr`` and

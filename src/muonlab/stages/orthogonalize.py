@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from .. import orth
@@ -10,17 +12,31 @@ from .base import Stack
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32, "float64": torch.float64}
 
 
+@functools.lru_cache(maxsize=None)
+def native_bf16(device_type: str) -> bool:
+    """Whether matmuls on this kind of device have native bf16 support (a host-side query, cached)."""
+    if device_type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device_type == "cpu":
+        try:  # oneDNN's check for AVX512-BF16 / AMX; private, hence the guard
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
+
+
 def as_dtype(value: str | torch.dtype, device: torch.device | None = None) -> torch.dtype:
     """``"bfloat16"`` or ``torch.bfloat16`` -> ``torch.bfloat16`` (ValueError on anything else).
 
-    ``"auto"`` is bf16 on accelerators (as in the reference implementations, 2-3x faster than fp32
-    there) and fp32 on CPUs, where bf16 matmuls of small matrices measured far slower than fp32
-    (docs/BENCHMARKS.md).
+    ``"auto"`` is bf16 where the device multiplies bf16 natively (GPUs; CPUs with AVX512-BF16 or
+    AMX), as in the reference implementations, and fp32 elsewhere, where bf16 is emulated. Measured
+    on a 2-core AMX CPU (docs/BENCHMARKS.md): bf16 Newton–Schulz is 1.5-3x faster than fp32 from
+    width 128 up, slightly slower at width 64.
     """
     if isinstance(value, torch.dtype):
         return value
     if value == "auto":
-        return torch.float32 if device is None or device.type == "cpu" else torch.bfloat16
+        return torch.bfloat16 if native_bf16(device.type if device is not None else "cpu") else torch.float32
     if value not in _DTYPES:
         raise ValueError(f"ns_dtype={value!r}: expected 'auto' or one of {sorted(_DTYPES)}")
     return _DTYPES[value]
@@ -29,8 +45,8 @@ def as_dtype(value: str | torch.dtype, device: torch.device | None = None) -> to
 def orthogonalize(stack: Stack) -> None:
     """``U <- Orth(U)`` with the group's ``orthogonalizer``, ``ns_steps`` and ``ns_dtype``.
 
-    The iteration runs in ``ns_dtype`` (``"auto"``: bf16 on GPUs as in the reference
-    implementations, fp32 on CPUs), except that fp64 stacks stay in fp64 so reference tests can be exact. The result is cast back
+    The iteration runs in ``ns_dtype`` (``"auto"``: bf16 where the device has native bf16
+    matmuls, as in the reference implementations, else fp32), except that fp64 stacks stay in fp64 so reference tests can be exact. The result is cast back
     to the compute dtype of the stack.
     """
     group = stack.group
