@@ -112,7 +112,7 @@ def test_config_overrides_and_errors(tmp_path):
     p.write_text("steps = 300\n[optimizers.muon]\nlr = 0.05\n")
     cfg = load_config(str(p), ["probe_every=30", "sweep.exponents=[0.0, 2.0]"])
     assert cfg.steps == 300 and cfg.probe_every == 30 and cfg.sweep.exponents == [0.0, 2.0]
-    assert cfg.optimizers["muon"] == {"lr": 0.05, "adamw_lr": 3e-3}
+    assert cfg.optimizers["muon"] == {"lr": 0.05, "adamw_lr": 3e-3, "ns_dtype": "float32"}
     assert load_config(None, [], quick_run=True).seeds == [0]
     with pytest.raises(ValueError, match="bogus"):
         load_config(None, ["bogus=1"])

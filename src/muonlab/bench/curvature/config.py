@@ -99,9 +99,11 @@ class CurvatureConfig:
     schedule: dict[str, Any] = field(default_factory=lambda: {"kind": "warmup_cosine", "warmup": 30,
                                                               "min_lr_ratio": 0.1})
     task: dict[str, Any] = field(default_factory=_gpt)
+    # Muon's Newton–Schulz in fp32: the update the curvature probes measure carries no bf16 rounding, and
+    # docs/curvature.md's figures were produced this way (ns_dtype "auto" would pick bf16 on AMX CPUs).
     optimizers: dict[str, dict[str, Any]] = field(default_factory=lambda: {
         "adamw": {"lr": 3e-3, "weight_decay": 0.0},
-        "muon": {"lr": 0.02, "adamw_lr": 3e-3},
+        "muon": {"lr": 0.02, "adamw_lr": 3e-3, "ns_dtype": "float32"},
     })
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)

@@ -76,7 +76,7 @@ def structure(sc: StructureConfig, cfg: CurvatureConfig, out: Path, on_step: OnS
     task = _task(sc.task)
     keep = _Keep(sc.steps)
     spec = RunSpec(experiment="structure", task="gpt", task_config=sc.task, optimizer="muon", lr=sc.lr, seed=0,
-                   hparams={"adamw_lr": sc.adamw_lr}, steps=sc.steps, eval_every=sc.steps, target=None,
+                   hparams={"adamw_lr": sc.adamw_lr, "ns_dtype": "float32"}, steps=sc.steps, eval_every=sc.steps, target=None,
                    grad_clip=cfg.grad_clip, schedule=dict(cfg.schedule))
     run(spec, task, muonlab.optimizers()["muon"], out / "runs" / "structure" / f"{spec.run_id}.jsonl",
         callbacks=[keep], on_step=on_step)
