@@ -13,6 +13,9 @@ from torch import nn
 import muonlab
 from tests.reference.muon import muon_step
 
+# plain parameter lists are used on purpose in several tests; the warning itself is tested below
+pytestmark = pytest.mark.filterwarnings("ignore:.*plain parameter list:UserWarning")
+
 
 def _ns_fp32(grad, ns_coefficients, ns_steps, eps):
     """torch.optim.Muon's Newton–Schulz helper, step for step, but in fp32 instead of bf16."""
