@@ -228,7 +228,7 @@ class ChainOptimizer(Optimizer):
             counts=counts, squeeze=[s for _, _, s in views], cache=cache,
         )
         stack.param_shapes = [tuple(p.shape) for p in params]
-        steps = stack.buffer("step", ())  # (k,) per-parameter step counters, on the device
+        steps = stack.buffer("step", "")  # (k,) per-parameter step counters, on the device
         stack.step = steps + 1
         stack.step_size = stack.hp("lr")
         for stage in chain:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from .base import Stack
-from .namo import ratio, safe_norm
+from .namo import ratio, saturate
 
 
 def scale_by_adago(stack: Stack) -> None:
@@ -30,8 +30,9 @@ def scale_by_adago(stack: Stack) -> None:
     Group keys: ``lr`` (eta), ``gamma`` (norm clip), ``eps`` (stepsize floor), ``v0``.
     """
     group = stack.group
-    g = torch.clamp(safe_norm(stack.grad, (-2, -1)), max=group["gamma"])  # (k,) clipped ||G||_F
-    s = stack.buffer("adago.s", (), fill=float(group["v0"]) ** 2)  # (k,)
+    (g,) = stack.norms((stack.grad, (-2, -1)))
+    g = torch.clamp(saturate(g), max=group["gamma"])  # (k,) clipped ||G||_F
+    s = stack.buffer("adago.s", "", fill=float(group["v0"]) ** 2)  # (k,)
     s.addcmul_(g, g)
     # ratio() returns 0 for s = 0 (v0 = 0 and a zero first gradient), so the floor takes over.
     alpha = torch.clamp(ratio(stack.hp("lr") * g, s.sqrt(), 0.0), min=group["eps"])  # (k,)

@@ -40,8 +40,9 @@ def normalize_elements(stack: Stack) -> None:
     beta = stack.group["momentum"]
     eps = stack.group["eps"]
     O = stack.update  # (k, m, n)
-    m, n = O.shape[-2:]
+    m, n = stack.shape[-2:]
     V = stack.buffer("adamuon.v")
     V.mul_(beta).addcmul_(O, O, value=1 - beta)
     U = O / (V.sqrt() + eps)
-    stack.update = U * (MATCHED_ADAMW_RMS * math.sqrt(m * n) / (frobenius(U) + eps))
+    (norm,) = frobenius(stack, U)
+    stack.update = U * (MATCHED_ADAMW_RMS * math.sqrt(m * n) / (norm + eps))

@@ -11,6 +11,11 @@ intact. Stages that change the step size or the weight decay do so through ``sta
     W <- W * decay - step_size * update
 
 to every matrix of the stack. Both factors broadcast against ``(k, m, n)``.
+
+Statistics that span a matrix (norms, row/column sums, the median of column energies) go through
+``stack.sums`` / ``stack.norms`` / ``stack.nanmean_cols`` / ``stack.kthvalue_cols``, and state is
+declared by its axes (``stack.buffer("normuon.v", "m1")``), so the same stage runs unchanged when the
+matrices are sharded across ranks (``muonlab.stages.context``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from typing import Any, Union
 import torch
 from torch import Tensor
 
+from .context import Dims, Local, check_axes
+
 Scalar = Union[float, Tensor]
 
 
@@ -29,7 +36,8 @@ class Stack:
     """A bucket of ``k`` same-shape matrices travelling through a chain of stages.
 
     Attributes:
-        grad: ``(k, m, n)`` raw gradients in the compute dtype (read only).
+        grad: ``(k, m, n)`` raw gradients in the compute dtype (read only); under FSDP2 the local
+            shards, e.g. ``(k, m_local, n)``.
         update: the current update, replaced by each stage (starts as ``grad``).
         group: the param group dict; hyperparameters are read from it every step.
         step: ``(k,)`` step count of each matrix *after* this step's increment (1 on the first
@@ -42,6 +50,8 @@ class Stack:
         decay: multiplicative factor on the weights in the final write (default: 1).
         param_shapes: original shapes of the parameters behind the stack, in stack order (for
             rules that read more than the matrix view, e.g. NAMO's ``W.shape[:2]`` for conv).
+        ctx: where the matrices live (:class:`~muonlab.stages.context.Local` by default); global
+            statistics and the orthogonalizer go through it.
     """
 
     grad: Tensor
@@ -56,7 +66,12 @@ class Stack:
     state: dict[str, Tensor] = field(default_factory=dict)
     cache: dict[str, tuple[Tensor, list[Tensor]]] = field(default_factory=dict)
     param_shapes: list[tuple[int, ...]] = field(default_factory=list)
+    ctx: Local | None = None
     _hp: dict[str, Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.ctx is None:
+            self.ctx = Local(tuple(self.grad.shape[1:]))
 
     @property
     def k(self) -> int:
@@ -64,8 +79,24 @@ class Stack:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        """Shape of one item of the stack (``(m, n)`` for matrices)."""
-        return tuple(self.grad.shape[1:])
+        """Global shape of one item of the stack (``(m, n)`` for matrices), also when sharded."""
+        return self.ctx.shape
+
+    def sums(self, *requests: tuple[Tensor, Dims]) -> list[Tensor]:
+        """Global ``X.sum(dims)`` for each ``(X, dims)`` (one collective for all, when sharded)."""
+        return self.ctx.sums(*requests)
+
+    def norms(self, *requests: tuple[Tensor, Dims]) -> list[Tensor]:
+        """Global ``vector_norm(X, dims)`` for each ``(X, dims)`` (one collective for all, when sharded)."""
+        return self.ctx.norms(*requests)
+
+    def nanmean_cols(self, x: Tensor) -> Tensor:
+        """NaN-aware mean over the columns of a per-column vector ``(k, n)``, shape ``(k, 1)``."""
+        return self.ctx.nanmean_cols(x)
+
+    def kthvalue_cols(self, x: Tensor, rank: int) -> Tensor:
+        """``rank``-th smallest (1-based) entry over the columns of a per-column vector, ``(k,)``."""
+        return self.ctx.kthvalue_cols(x, rank)
 
     def hp(self, name: str) -> Tensor:
         """Group hyperparameter ``name`` as a 0-D tensor on the stack's device (cached)."""
@@ -77,8 +108,13 @@ class Stack:
         """View a ``(k,)`` tensor so it broadcasts over the item dims, e.g. ``(k, 1, 1)``."""
         return x.view(-1, *([1] * (self.grad.dim() - 1)))
 
-    def buffer(self, key: str, shape: tuple[int, ...] | None = None, fill: float = 0.0) -> Tensor:
-        """The stacked state tensor ``key`` with item shape ``shape`` (default: the item shape).
+    def buffer(self, key: str, axes: str | None = None, fill: float = 0.0) -> Tensor:
+        """The stacked state tensor ``key`` whose item dims are named by ``axes``.
+
+        ``axes`` is a string over ``"m"`` (rows), ``"n"`` (columns) and ``"1"`` (a singleton):
+        ``"m1"`` is one value per row kept as ``(m, 1)``, ``"n"`` one per column, ``""`` one per
+        matrix; None (default) is the item shape itself. The names let a sharded stack give the
+        state the local size and the parameter's placement.
 
         Stages update it in place. The per-parameter state entries are *views* into this one
         stacked tensor, so in-place updates are the write-back. The stacked tensor is kept in
@@ -88,7 +124,8 @@ class Stack:
         """
         if key in self.state:
             return self.state[key]
-        shape = self.shape if shape is None else tuple(shape)
+        check_axes(axes)
+        shape = self.ctx.state_shape(axes)
         cached = self.cache.get(key)
         if (
             cached is not None
@@ -101,11 +138,12 @@ class Stack:
             parts = []
             for st, c in zip(self.param_states, self.counts):
                 t = st.get(key)
-                parts.append(torch.full((c, *shape), fill, **opts) if t is None else t.to(**opts).reshape(c, *shape))
+                part = None if t is None else self.ctx.unwrap(t).to(**opts).reshape(c, *shape)
+                parts.append(torch.full((c, *shape), fill, **opts) if part is None else part)
             buf = torch.cat(parts)
             views, offset = [], 0
-            for st, c, sq in zip(self.param_states, self.counts, self.squeeze):
-                view = buf[offset] if sq else buf[offset : offset + c]
+            for j, (st, c, sq) in enumerate(zip(self.param_states, self.counts, self.squeeze)):
+                view = self.ctx.wrap(buf[offset] if sq else buf[offset : offset + c], axes, j)
                 st[key] = view
                 views.append(view)
                 offset += c

@@ -44,6 +44,11 @@ CONV_SHAPES = ("leading", "flattened")
 BIAS_EPS = 1e-12
 
 
+def saturate(norm: Tensor) -> Tensor:
+    """A Euclidean norm saturated at ``C = sqrt(finfo.max) / 2`` (see :func:`safe_norm`)."""
+    return norm.clamp(max=math.sqrt(torch.finfo(norm.dtype).max) / 2)
+
+
 def safe_norm(X: Tensor, dim: int | tuple[int, ...]) -> Tensor:
     """Euclidean norm of ``X`` over ``dim``, saturated at ``C = sqrt(finfo.max) / 2``.
 
@@ -53,7 +58,7 @@ def safe_norm(X: Tensor, dim: int | tuple[int, ...]) -> Tensor:
     keeps the square, and any EMA of squares, finite: 1e30-entry gradients give a bounded step
     instead of Inf/NaN state; below ~1e19 (fp32) nothing changes. NaN stays NaN.
     """
-    return torch.linalg.vector_norm(X, dim=dim).clamp(max=math.sqrt(torch.finfo(X.dtype).max) / 2)
+    return saturate(torch.linalg.vector_norm(X, dim=dim))
 
 
 def ratio(num: Tensor, den: Tensor, eps: float) -> Tensor:
@@ -91,16 +96,18 @@ def namo_shape_factor(stack: Stack) -> Scalar:
     return torch.cat([torch.full((1,), f, **opts) for f in factors])
 
 
-def clamp_to_mean(r: Tensor, c: float) -> Tensor:
+def clamp_to_mean(r: Tensor, c: float, mean: Tensor | None = None) -> Tensor:
     """Clip each row of ``r`` (shape ``(..., n)``) into ``[c * mean, mean / c]``.
 
     The mean is NaN-aware (``torch.nanmean``) and taken over the pre-clamp values. If it is not
     finite and positive (all NaN, or all zero) the bounds fall back to ``[0, inf)``. ``c`` outside
-    ``(0, 1]`` disables the clamp, as in the official code. NaN entries stay NaN.
+    ``(0, 1]`` disables the clamp, as in the official code. NaN entries stay NaN. ``mean`` may be
+    given (shape ``(..., 1)``) when ``r`` holds only some of the columns (a column-sharded stack).
     """
     if not 0 < c <= 1:
         return r
-    mean = torch.nanmean(r, dim=-1, keepdim=True)  # (..., 1)
+    if mean is None:
+        mean = torch.nanmean(r, dim=-1, keepdim=True)  # (..., 1)
     ok = torch.isfinite(mean) & (mean > 0)
     lo = torch.where(ok, c * mean, torch.zeros_like(mean))
     hi = torch.where(ok, mean / c, torch.full_like(mean, math.inf))
@@ -115,9 +122,9 @@ def scale_by_namo(stack: Stack) -> None:
     """
     group = stack.group
     mu2, wd = group["mu2"], group["weight_decay"]
-    g = safe_norm(stack.grad, (-2, -1))  # (k,) raw gradient norm
-    m = safe_norm(stack.update, (-2, -1))  # (k,) norm of the momentum that gets orthogonalized
-    v = stack.buffer("namo.v", ())  # (k,)
+    # (k,) raw gradient norm and norm of the momentum that gets orthogonalized (one reduction)
+    g, m = map(saturate, stack.norms((stack.grad, (-2, -1)), (stack.update, (-2, -1))))
+    v = stack.buffer("namo.v", "")  # (k,)
     v.mul_(mu2).addcmul_(g, g, value=1 - mu2)
     alpha = bias_corrected_lr(stack) * ratio(m, v.sqrt(), group["eps"])  # (k,)
     if group["variant"] == "official":
@@ -137,12 +144,13 @@ def scale_by_namo_d(stack: Stack) -> None:
     """
     group = stack.group
     mu2, wd = group["mu2"], group["weight_decay"]
-    n = stack.shape[-1]
-    cg = safe_norm(stack.grad, -2)  # (k, n) column norms of the raw gradient
-    cm = safe_norm(stack.update, -2)  # (k, n) column norms of the orthogonalized momentum
-    V = stack.buffer("namo_d.v", (n,))  # (k, n)
+    # (k, n) column norms of the raw gradient and of the momentum that gets orthogonalized
+    cg, cm = map(saturate, stack.norms((stack.grad, -2), (stack.update, -2)))
+    V = stack.buffer("namo_d.v", "n")  # (k, n)
     V.mul_(mu2).addcmul_(cg, cg, value=1 - mu2)
-    r = clamp_to_mean(ratio(cm, V.sqrt(), group["eps"]), group["c"])  # (k, n)
+    r = ratio(cm, V.sqrt(), group["eps"])  # (k, n)
+    c = group["c"]
+    r = clamp_to_mean(r, c, stack.nanmean_cols(r) if 0 < c <= 1 else None)  # (k, n)
     # The clamp is positively homogeneous, so scaling by the bias-corrected lr after it is the
     # same as clamping the bias-corrected ratios (the paper's statement).
     d = bias_corrected_lr(stack).unsqueeze(-1) * r  # (k, n)

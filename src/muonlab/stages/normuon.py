@@ -25,25 +25,25 @@ from .scale import MATCHED_ADAMW_RMS
 VARIANTS = ("official", "paper")
 
 
-def frobenius(U: Tensor) -> Tensor:
-    """Per-matrix Frobenius norm of a stack, shape ``(k, 1, 1)``."""
-    return torch.linalg.matrix_norm(U, ord="fro", keepdim=True)
+def frobenius(stack: Stack, *Us: Tensor) -> list[Tensor]:
+    """Per-matrix Frobenius norms of same-stack tensors, each of shape ``(k, 1, 1)`` (one reduction)."""
+    return [x.view(-1, 1, 1) for x in stack.norms(*((U, (-2, -1)) for U in Us))]
 
 
-def divide_rows(stack: Stack, key: str, beta2: float, eps: float, shape: tuple[int, ...]) -> Tensor:
+def divide_rows(stack: Stack, key: str, beta2: float, eps: float, axes: str) -> Tensor:
     """Update the row second moment ``key`` from ``stack.update`` and return ``O / (sqrt(v) + eps)``.
 
     Shared by NorMuon and TrasMuon (same maths, different state keys and eps). ``shape`` is the
-    per-matrix item shape of the state: ``(m, 1)`` for NorMuon (as in its official code) and
-    ``(m,)`` for TrasMuon (as in the authors' code).
+    ``axes`` names the per-matrix state dims: ``"m1"``, i.e. ``(m, 1)``, for NorMuon (as in its
+    official code) and ``"m"`` for TrasMuon (as in the authors' code).
     """
     O = stack.update  # (k, m, n)
-    m = O.shape[-2]
-    v = stack.buffer(key, shape)
-    row_ms = O.square().mean(dim=-1, keepdim=True)  # (k, m, 1): mean square of each output row
-    v.view(-1, m, 1).mul_(beta2).add_(row_ms, alpha=1 - beta2)
+    m_local, n = O.shape[-2], stack.shape[-1]
+    v = stack.buffer(key, axes).view(-1, m_local, 1)
+    (row_ss,) = stack.sums((O.square(), -1))  # (k, m): sum of squares of each output row
+    v.mul_(beta2).add_(row_ss.unsqueeze(-1), alpha=(1 - beta2) / n)  # mean over the n columns
     # eps OUTSIDE the square root (both official codes); a zero row stays zero.
-    return O / (v.view(-1, m, 1).sqrt() + eps)
+    return O / (v.sqrt() + eps)
 
 
 def normalize_rows(stack: Stack) -> None:
@@ -60,11 +60,11 @@ def normalize_rows(stack: Stack) -> None:
     """
     group = stack.group
     O = stack.update
-    m, n = O.shape[-2:]
+    m, n = stack.shape[-2:]
     eps = group["eps"]
-    U = divide_rows(stack, "normuon.v", group["beta2"], eps, (m, 1))
+    U = divide_rows(stack, "normuon.v", group["beta2"], eps, "m1")
     if group["variant"] == "official":
-        target = frobenius(O)  # (k, 1, 1)
+        target, norm = frobenius(stack, O, U)  # (k, 1, 1) each, one reduction
     else:
-        target = MATCHED_ADAMW_RMS * math.sqrt(m * n)
-    stack.update = U * (target / (frobenius(U) + eps))
+        target, (norm,) = MATCHED_ADAMW_RMS * math.sqrt(m * n), frobenius(stack, U)
+    stack.update = U * (target / (norm + eps))

@@ -51,8 +51,14 @@ def orthogonalize(stack: Stack) -> None:
     """
     group = stack.group
     dtype = torch.float64 if stack.update.dtype == torch.float64 else as_dtype(group["ns_dtype"], stack.grad.device)
-    fn = orth.resolve(group["orthogonalizer"])
-    stack.update = fn(stack.update, group["ns_steps"], dtype).to(stack.grad.dtype)
+    spec = group["orthogonalizer"]
+    fn = orth.resolve(spec)
+    # Between ranks the matrices may travel in the iteration dtype (bf16: half the bytes) when the
+    # orthogonalizer is a polynomial iteration, whose output is exactly representable in it; an
+    # SVD or a user callable may return more precision, so those travel in the stack's dtype.
+    polynomial = isinstance(spec, str) and spec.lower().replace("-", "_") not in ("svd",)
+    wire = dtype if polynomial and dtype.itemsize < stack.update.dtype.itemsize else stack.update.dtype
+    stack.update = stack.ctx.orthogonalize(fn, stack.update, group["ns_steps"], dtype, wire).to(stack.grad.dtype)
 
 
 def sign(stack: Stack) -> None:

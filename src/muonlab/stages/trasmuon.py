@@ -48,19 +48,21 @@ def calibrate_rms(stack: Stack) -> None:
         eta_hat <- s * eta * sqrt(mn) / (||B||_F + 1e-12)     # step_size; update stays B
     """
     group = stack.group
-    m, n = stack.update.shape[-2:]
-    B = divide_rows(stack, "trasmuon.v", group["beta2"], group["eps"], (m,))
+    m, n = stack.shape[-2:]
+    B = divide_rows(stack, "trasmuon.v", group["beta2"], group["eps"], "m")
     stack.update = B
-    stack.step_size = stack.step_size * (group["scale_factor"] * math.sqrt(m * n) / (frobenius(B) + _TINY))
+    (norm,) = frobenius(stack, B)
+    stack.step_size = stack.step_size * (group["scale_factor"] * math.sqrt(m * n) / (norm + _TINY))
 
 
-def _column_energy(X: torch.Tensor) -> torch.Tensor:
+def _column_energy(stack: Stack, X: torch.Tensor) -> torch.Tensor:
     """``e_j = sum_i X_ij^2`` per matrix, shape ``(k, n)``; overflow saturates at the dtype's max.
 
     With 1e30 gradients ``X^2`` overflows fp32 to inf, and inf/inf ratios would be NaN; clamping to
     the largest finite value keeps ``E_ref`` and the ratios finite (such columns are then damped).
     """
-    return X.square().sum(dim=-2).clamp(max=torch.finfo(X.dtype).max)
+    (e,) = stack.sums((X.square(), -2))
+    return e.clamp(max=torch.finfo(X.dtype).max)
 
 
 def gate_columns(stack: Stack) -> None:
@@ -92,7 +94,7 @@ def gate_columns(stack: Stack) -> None:
     """
     group = stack.group
     B = stack.update  # (k, m, n)
-    m, n = B.shape[-2:]
+    n = stack.shape[-1]
     t = stack.step  # (k,), this step included
     warmup = group["warmup_steps"]
     warm = t <= warmup if warmup > 0 else torch.zeros_like(t, dtype=torch.bool)  # (k,)
@@ -100,21 +102,21 @@ def gate_columns(stack: Stack) -> None:
     # Column energies and their running reference (updated every step, warmup included).
     source = group["col_gate_use"]
     X = stack.buffer("momentum") if source == "m" else stack.grad if source == "g" else B
-    e = _column_energy(X)  # (k, n)
+    e = _column_energy(stack, X)  # (k, n)
     rank = min(max(int(math.floor(group["energy_quantile"] * n + 0.5)), 1), n)  # lower median for even n
-    E_cur = torch.kthvalue(e, rank, dim=-1).values  # (k,)
-    E_ref = stack.buffer("trasmuon.e_ref", ())
+    E_cur = stack.kthvalue_cols(e, rank)  # (k,)
+    E_ref = stack.buffer("trasmuon.e_ref", "")
     E_ref.copy_(torch.where(t == 1, E_cur, E_ref.lerp(E_cur, 1 - group["e_ref_ema_beta"])))
 
-    c_last = stack.buffer("trasmuon.c_last", (n,), fill=1.0)  # the previous step's c_used
+    c_last = stack.buffer("trasmuon.c_last", "n", fill=1.0)  # the previous step's c_used
     if group["sf_enabled"]:
         # Weighted (gamma = lr) running average of past gates; lagged one step because it reads
         # c_last before c_last is overwritten (authors' code).
         lr = stack.hp("lr")
         a = ~(warm & group["sf_exclude_warmup"])  # (k,)
         w = (a.to(B.dtype) * lr * lr).unsqueeze(-1)  # (k, 1)
-        S = stack.buffer("trasmuon.sf_s", ())
-        C = stack.buffer("trasmuon.sf_c", (n,))
+        S = stack.buffer("trasmuon.sf_s", "")
+        C = stack.buffer("trasmuon.sf_c", "n")
         S.add_(w.squeeze(-1))
         C.add_(w * c_last)
         # The authors keep c_avg as state, updated only while S > 0; S never decreases, so S = 0 means
@@ -127,7 +129,7 @@ def gate_columns(stack: Stack) -> None:
         c_hat = (1.0 / (1.0 + group["col_gate_alpha"] * torch.log1p(r))).clamp(group["col_gate_cmin"], 1.0)
         if group["use_energy_trigger"]:
             c_hat = torch.where(r > group["energy_k"], c_hat, torch.ones_like(c_hat))
-        c_ema = stack.buffer("trasmuon.c_ema", (n,), fill=1.0)
+        c_ema = stack.buffer("trasmuon.c_ema", "n", fill=1.0)
         refresh = ~warm & ((torch.remainder(t, group["col_gate_every"]) == 0) | (t == 1))  # (k,)
         c_ema.copy_(torch.where(refresh.unsqueeze(-1), c_ema.lerp(c_hat, 1 - group["gate_ema"]), c_ema))
         mu = group["sf_mix"]
