@@ -53,6 +53,8 @@ class AdaGO(ChainOptimizer):
             "auto" = bf16 where matmuls are native bf16, else fp32).
         adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay: the AdamW part (3e-4, (0.9, 0.95),
             1e-10, 0: pytorch-optimizer's AdamW groups).
+        process_group: DDP only: a ``ProcessGroup`` or 1-D ``DeviceMesh``; each rank then
+            orthogonalizes its share of the matrices (docs/distributed.md). FSDP2 needs none.
 
     References:
         Minxin Zhang, Yuxuan Liu, Hayden Schaeffer, "AdaGrad Meets Muon: Adaptive Stepsizes for
@@ -82,13 +84,16 @@ class AdaGO(ChainOptimizer):
         adamw_betas: tuple[float, float] = (0.9, 0.95),
         adamw_eps: float = 1e-10,
         adamw_weight_decay: float = 0.0,
+        process_group: Any = None,
     ):
         defaults = dict(
             lr=lr, momentum=momentum, gamma=gamma, eps=eps, v0=v0, nesterov=nesterov, weight_decay=weight_decay,
             adjust_lr=adjust_lr, ns_steps=ns_steps, orthogonalizer=orthogonalizer, ns_dtype=ns_dtype,
             batch_3d=batch_3d,
         )
-        super().__init__(params, defaults, adamw_defaults(adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay))
+        super().__init__(
+            params, defaults, adamw_defaults(adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay), process_group
+        )
 
     def validate_orthogonal(self, group: dict[str, Any]) -> None:
         """AdaGO's keys on top of the common ones."""

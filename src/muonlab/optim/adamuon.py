@@ -48,6 +48,8 @@ class AdaMuon(ChainOptimizer):
         batch_3d: treat 3-D parameters as batches of matrices.
         adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay: the AdamW part (official GPT-2 config:
             6e-4, (0.9, 0.95), 1e-8 (torch default), 0.1).
+        process_group: DDP only: a ``ProcessGroup`` or 1-D ``DeviceMesh``; each rank then
+            orthogonalizes its share of the matrices (docs/distributed.md). FSDP2 needs none.
 
     References:
         Si, Zhang, Shen, "AdaMuon: Adaptive Muon Optimizer", arXiv 2507.11005.
@@ -74,13 +76,16 @@ class AdaMuon(ChainOptimizer):
         adamw_betas: tuple[float, float] = (0.9, 0.95),
         adamw_eps: float = 1e-8,
         adamw_weight_decay: float = 0.1,
+        process_group: Any = None,
     ):
         defaults = dict(
             lr=lr, momentum=momentum, eps=eps, weight_decay=weight_decay, sign_before_orth=sign_before_orth,
             nesterov=nesterov, ns_steps=ns_steps, orthogonalizer=orthogonalizer, ns_dtype=ns_dtype,
             batch_3d=batch_3d,
         )
-        super().__init__(params, defaults, adamw_defaults(adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay))
+        super().__init__(
+            params, defaults, adamw_defaults(adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay), process_group
+        )
 
     def validate_orthogonal(self, group: dict[str, Any]) -> None:
         super().validate_orthogonal(group)

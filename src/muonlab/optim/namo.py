@@ -54,6 +54,8 @@ class NAMO(ChainOptimizer):
         adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay: the AdamW part. The official code
             shares ``lr`` with it; reproduce with ``adamw_lr=lr, adamw_weight_decay=0``.
             Defaults: 6e-4 (Levanter's ``adam_lr``), (0.9, 0.95), 1e-8, 0 (official configs).
+        process_group: DDP only: a ``ProcessGroup`` or 1-D ``DeviceMesh``; each rank then
+            orthogonalizes its share of the matrices (docs/distributed.md). FSDP2 needs none.
 
     References:
         Minxin Zhang et al., "Adam Improves Muon: Adaptive Moment Estimation with Orthogonalized
@@ -84,6 +86,7 @@ class NAMO(ChainOptimizer):
         adamw_betas: tuple[float, float] = (0.9, 0.95),
         adamw_eps: float = 1e-8,
         adamw_weight_decay: float = 0.0,
+        process_group: Any = None,
     ):
         V.one_of("variant", variant, VARIANTS)
         if nesterov is None:
@@ -94,7 +97,9 @@ class NAMO(ChainOptimizer):
             orthogonalizer=orthogonalizer, ns_dtype=ns_dtype, batch_3d=batch_3d,
             **getattr(self, "_extra_defaults", {}),  # NAMOD's c
         )
-        super().__init__(params, defaults, adamw_defaults(adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay))
+        super().__init__(
+            params, defaults, adamw_defaults(adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay), process_group
+        )
 
     def validate_orthogonal(self, group: dict[str, Any]) -> None:
         """NAMO's keys on top of the common ones."""

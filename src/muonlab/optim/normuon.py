@@ -56,6 +56,8 @@ class NorMuon(ChainOptimizer):
         batch_3d: treat 3-D parameters as batches of matrices.
         adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay: the AdamW part (official
             ``NorMuonWithAuxAdam`` defaults: 3e-4, (0.9, 0.95), 1e-10, 0).
+        process_group: DDP only: a ``ProcessGroup`` or 1-D ``DeviceMesh``; each rank then
+            orthogonalizes its share of the matrices (docs/distributed.md). FSDP2 needs none.
 
     References:
         Li, Liu, Liang, Chen, Zhao, "NorMuon: Making Muon more efficient and scalable",
@@ -84,6 +86,7 @@ class NorMuon(ChainOptimizer):
         adamw_betas: tuple[float, float] = (0.9, 0.95),
         adamw_eps: float = 1e-10,
         adamw_weight_decay: float = 0.0,
+        process_group: Any = None,
     ):
         V.one_of("variant", variant, VARIANTS)
         v_lr, v_nesterov, v_adjust = _VARIANT_DEFAULTS[variant]
@@ -93,7 +96,9 @@ class NorMuon(ChainOptimizer):
             orthogonalizer=orthogonalizer, ns_dtype=ns_dtype, adjust_lr=v_adjust if adjust_lr is None else adjust_lr,
             batch_3d=batch_3d,
         )
-        super().__init__(params, defaults, adamw_defaults(adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay))
+        super().__init__(
+            params, defaults, adamw_defaults(adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay), process_group
+        )
 
     def validate_orthogonal(self, group: dict[str, Any]) -> None:
         super().validate_orthogonal(group)

@@ -54,6 +54,8 @@ class Muon(ChainOptimizer):
         batch_3d: treat 3-D parameters as batches of matrices.
         adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay: the AdamW part (Jordan's
             ``MuonWithAuxAdam`` defaults: 3e-4, (0.9, 0.95), 1e-10, 0).
+        process_group: DDP only: a ``ProcessGroup`` or 1-D ``DeviceMesh``; each rank then
+            orthogonalizes its share of the matrices (docs/distributed.md). FSDP2 needs none.
 
     References:
         Keller Jordan et al., "Muon: An optimizer for hidden layers in neural networks" (2024),
@@ -82,13 +84,16 @@ class Muon(ChainOptimizer):
         adamw_betas: tuple[float, float] = (0.9, 0.95),
         adamw_eps: float = 1e-10,
         adamw_weight_decay: float = 0.0,
+        process_group: Any = None,
     ):
         defaults = dict(
             lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, ns_steps=ns_steps,
             orthogonalizer=orthogonalizer, ns_dtype=ns_dtype, adjust_lr=adjust_lr,
             momentum_form=momentum_form, batch_3d=batch_3d,
         )
-        super().__init__(params, defaults, adamw_defaults(adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay))
+        super().__init__(
+            params, defaults, adamw_defaults(adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay), process_group
+        )
 
 
 class AdamW(ChainOptimizer):
@@ -101,6 +106,8 @@ class AdamW(ChainOptimizer):
         W <- W - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
 
     Useful as the baseline in benchmarks (same shell, same state layout, same schedulers).
+    ``process_group`` is accepted for symmetry with the other presets (AdamW has no
+    orthogonalization to split, so it communicates nothing).
 
     References:
         Loshchilov & Hutter, "Decoupled Weight Decay Regularization", arXiv 1711.05101.
@@ -116,9 +123,10 @@ class AdamW(ChainOptimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.01,
+        process_group: Any = None,
     ):
         ad = adamw_defaults(lr, betas, eps, weight_decay)
-        super().__init__(params, ad, ad)
+        super().__init__(params, ad, ad, process_group)
 
 
 register("adamw", AdamW, {"lr": 1e-2}, {"lr": 1e-2, "weight_decay": 0.1, "betas": (0.8, 0.95)})

@@ -27,6 +27,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from ..distributed import modes as DM
+from ..distributed.engine import Bucket, build_contexts
 from ..stages import Stack, adam, decay_weights, shape_factor
 from . import validate as V
 
@@ -51,6 +53,10 @@ class ChainOptimizer(Optimizer):
         defaults: hyperparameters of orthogonal groups.
         adamw_defaults: hyperparameters of AdamW groups (``lr``, ``betas``, ``eps``,
             ``weight_decay``).
+        process_group: for DDP (parameters replicated on every rank): a ``ProcessGroup`` or a 1-D
+            ``DeviceMesh``; each rank then orthogonalizes only its share of the matrices. Not
+            needed under FSDP2 (the mesh is read from the DTensor parameters); never with
+            ``ZeroRedundancyOptimizer``. See docs/distributed.md.
     """
 
     #: registry name of the preset (used in messages and tables)
@@ -62,14 +68,19 @@ class ChainOptimizer(Optimizer):
     #: algorithm of groups that do not name one (AdamW sets "adamw")
     default_algorithm: ClassVar[str] = "orthogonal"
 
-    def __init__(self, params: Iterable[Any], defaults: dict[str, Any], adamw_defaults: dict[str, Any]):
+    def __init__(
+        self, params: Iterable[Any], defaults: dict[str, Any], adamw_defaults: dict[str, Any], process_group: Any = None
+    ):
         self._adamw_defaults = dict(adamw_defaults)
+        self._process_group = DM.as_process_group(process_group)
         if self.default_algorithm == "orthogonal":
             self.validate_group(dict(defaults, algorithm="orthogonal", params=[]))
         self.validate_group(dict(adamw_defaults, algorithm="adamw", params=[]))
         # stacked state buffers between steps, one per (group, bucket)
         self._stack_cache: dict[tuple, dict[str, Any]] = {}
         super().__init__(self._split_plain(params), dict(defaults, algorithm=self.default_algorithm))
+        if self._process_group is not None:
+            DM.check_symmetric(self.param_groups, self._process_group)
 
     # ------------------------------------------------------------------ groups
     def _split_plain(self, params: Iterable[Any]) -> list[dict[str, Any]]:
@@ -127,6 +138,7 @@ class ChainOptimizer(Optimizer):
                         "orthogonalized; put it in a group with algorithm='adamw'"
                     )
         self.validate_group(group)
+        DM.resolve(group, getattr(self, "_process_group", None))  # layout errors now, not at the first step
         super().add_param_group(group)
 
     def validate_group(self, group: dict[str, Any]) -> None:
@@ -176,10 +188,10 @@ class ChainOptimizer(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         self._check_gradients()
-        for group in self.param_groups:
-            chain = self.adamw_chain if group["algorithm"] == "adamw" else self.chain
-            for bucket in self._buckets(group).values():
-                self._step_bucket(group, bucket, chain)
+        buckets = [b for group in self.param_groups for b in self._buckets(group)]
+        build_contexts(buckets)
+        for bucket in buckets:
+            self._step_bucket(bucket)
         return loss
 
     def _check_gradients(self) -> None:
@@ -202,39 +214,62 @@ class ChainOptimizer(Optimizer):
             return (p.shape[1], p.shape[2]), p.shape[0], False
         return (p.shape[0], math.prod(p.shape[1:])), 1, True
 
-    def _buckets(self, group: dict[str, Any]) -> dict[tuple, list[Tensor]]:
-        buckets: dict[tuple, list[Tensor]] = {}
+    def _buckets(self, group: dict[str, Any]) -> list[Bucket]:
+        """The group's parameters bucketed by matrix view, dtype, device (and DTensor layout).
+
+        In the local mode a parameter without a gradient is skipped. In the distributed modes
+        membership is static, so every rank issues the same collectives: a parameter without a
+        gradient on this rank takes part with a zero gradient.
+        """
+        mode = DM.resolve(group, self._process_group)
+        chain = self.adamw_chain if group["algorithm"] == "adamw" else self.chain
+        batch_3d = bool(group.get("batch_3d", False))
+        members: dict[tuple, list[tuple[Tensor, Any]]] = {}
         for p in group["params"]:
-            if p.grad is None:
+            if p.grad is None and mode == "local":
                 continue
-            shape, _, _ = self.matrix_view(p, group)
-            buckets.setdefault((shape, p.dtype, p.device), []).append(p)
+            sharding = DM.sharding_of(p, group["algorithm"], batch_3d) if mode == "sharded" else None
+            key = (self.matrix_view(p, group)[0], p.dtype, p.device, sharding.key() if sharding else None)
+            members.setdefault(key, []).append((p, sharding))
+        buckets = []
+        for key, items in members.items():
+            params = [p for p, _ in items]
+            views = [self.matrix_view(p, group) for p in params]
+            local_views = [self.matrix_view(DM.local(p), group) for p in params]
+            buckets.append(Bucket(
+                group=group, params=params, chain=chain, mode=mode, sharding=items[0][1], shape=key[0],
+                counts=[c for _, c, _ in views], squeeze=[s for _, _, s in views], local_shape=local_views[0][0],
+                local_counts=[c for _, c, _ in local_views], process_group=self._process_group,
+                cache_key=(id(group), *key),
+            ))
         return buckets
 
-    def _step_bucket(self, group: dict[str, Any], params: list[Tensor], chain: tuple[Stage, ...]) -> None:
-        views = [self.matrix_view(p, group) for p in params]
-        shape = views[0][0]
-        counts = [c for _, c, _ in views]
+    def _step_bucket(self, b: Bucket) -> None:
+        params, group, shape, counts = b.params, b.group, b.local_shape, b.local_counts
         dtype = _compute_dtype(params[0])
-        # (k, *shape). A single parameter's gradient is used as a view (stages never write into
-        # stack.grad); several are concatenated. p.grad itself is never modified.
-        grads = [p.grad.reshape(c, *shape) for p, c in zip(params, counts)]
+        # (k, *shape), this rank's part. A single parameter's gradient is used as a view (stages
+        # never write into stack.grad); several are concatenated. p.grad itself is never modified.
+        grads = [
+            torch.zeros((c, *shape), dtype=dtype, device=DM.local(p).device) if p.grad is None
+            else DM.local(p.grad).reshape(c, *shape)
+            for p, c in zip(params, counts)
+        ]
         G = (grads[0] if len(grads) == 1 else torch.cat(grads)).to(dtype)
         # One cache per bucket: when the set of parameters with gradients changes, the stacks are
         # rebuilt from the per-parameter state and replace the old ones (nothing stale is kept).
-        cache = self._stack_cache.setdefault((id(group), shape, params[0].dtype, params[0].device), {})
+        cache = self._stack_cache.setdefault(b.cache_key, {})
         stack = Stack(
             grad=G, update=G, group=group, step=None, param_states=[self.state[p] for p in params],
-            counts=counts, squeeze=[s for _, _, s in views], cache=cache,
+            counts=counts, squeeze=b.squeeze, cache=cache, ctx=b.ctx,
         )
         stack.param_shapes = [tuple(p.shape) for p in params]
         steps = stack.buffer("step", "")  # (k,) per-parameter step counters, on the device
         stack.step = steps + 1
         stack.step_size = stack.hp("lr")
-        for stage in chain:
+        for stage in b.chain:
             stage(stack)
         steps.add_(1)
-        self._write(params, counts, shape, stack)
+        self._write([DM.local(p) for p in params], counts, shape, stack)
 
     @staticmethod
     def _write(params: list[Tensor], counts: list[int], shape: tuple[int, ...], stack: Stack) -> None:

@@ -69,6 +69,8 @@ class TrasMuon(ChainOptimizer):
         adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay: the Adam part (authors' fallback:
             same lr 1e-3, (0.95, 0.95), 1e-8, same weight decay 0). Pass ``adamw_lr=lr`` and
             ``adamw_weight_decay=weight_decay`` to keep the authors' shared values when you change them.
+        process_group: DDP only: a ``ProcessGroup`` or 1-D ``DeviceMesh``; each rank then
+            orthogonalizes its share of the matrices (docs/distributed.md). FSDP2 needs none.
 
     References:
         Cheng, Zang, Li, Ma, Cui, Zhang, Chen, Jian, Tong, "TrasMuon: Trust-Region Adaptive Scaling for
@@ -111,6 +113,7 @@ class TrasMuon(ChainOptimizer):
         adamw_betas: tuple[float, float] = (0.95, 0.95),
         adamw_eps: float = 1e-8,
         adamw_weight_decay: float = 0.0,
+        process_group: Any = None,
     ):
         defaults = dict(
             lr=lr, momentum=momentum, nesterov=False, beta2=beta2, eps=eps, weight_decay=weight_decay,
@@ -121,7 +124,9 @@ class TrasMuon(ChainOptimizer):
             warmup_steps=warmup_steps, sf_enabled=sf_enabled, sf_mix=sf_mix, sf_exclude_warmup=sf_exclude_warmup,
             ns_steps=ns_steps, orthogonalizer=orthogonalizer, ns_dtype=ns_dtype, batch_3d=batch_3d,
         )
-        super().__init__(params, defaults, adamw_defaults(adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay))
+        super().__init__(
+            params, defaults, adamw_defaults(adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay), process_group
+        )
 
     def validate_orthogonal(self, group: dict[str, Any]) -> None:
         super().validate_orthogonal(group)

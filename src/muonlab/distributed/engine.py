@@ -1,0 +1,88 @@
+"""From the buckets of one step to the context each stack runs in.
+
+The shell buckets every group's parameters by matrix view (and, for DTensors, by layout). This
+module decides, for all buckets of the step at once, which rank owns which matrices (balanced by
+Newton–Schulz FLOPs within each process group) and builds the stack contexts. Everything here is
+host-side arithmetic on static facts: the same on every rank, no collectives, no device reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch.distributed as dist
+from torch import Tensor
+
+from ..stages.context import Local
+from .contexts import Replicated, Sharded
+from .modes import Sharding, group_ranks
+from .plan import assign_owners, chunk_length, ns_flops
+
+
+@dataclass
+class Bucket:
+    """Same-shape parameters of one group that travel through the chain as one stack."""
+
+    group: dict[str, Any]
+    params: list[Tensor]
+    chain: tuple
+    mode: str
+    sharding: Sharding | None
+    shape: tuple[int, ...]  # global item shape
+    counts: list[int]  # matrices per parameter, global view
+    squeeze: list[bool]
+    local_shape: tuple[int, ...]
+    local_counts: list[int]
+    process_group: dist.ProcessGroup | None = None  # the optimizer's, for replicated mode
+    cache_key: tuple = ()
+    ctx: Local | None = field(default=None)
+
+    @property
+    def owner_group(self) -> dist.ProcessGroup | None:
+        """The group whose ranks share this stack's orthogonalization, if any."""
+        if self.group["algorithm"] == "adamw":
+            return None
+        if self.mode == "replicated":
+            return self.process_group
+        if self.mode == "sharded" and self.sharding.matrix_dim is not None:
+            return self.sharding.group
+        return None
+
+
+def check_local_layout(b: Bucket) -> None:
+    """FSDP2 splits a dim of size ``s`` into ``ceil(s / W)``-sized chunks; anything else is refused."""
+    s = b.sharding
+    d = s.matrix_dim
+    if d is None:
+        return
+    W, r = s.mesh.size(s.mesh_dim), s.mesh.get_local_rank(s.mesh_dim)
+    want = chunk_length(b.shape[d], W, r)
+    if b.local_shape[d] != want:
+        raise NotImplementedError(
+            f"a DTensor parameter of matrix shape {b.shape} holds {b.local_shape[d]} of {b.shape[d]} "
+            f"{'rows' if d == -2 else 'columns'} on rank {r} of {W}, where torch.chunk's layout (FSDP2's) gives "
+            f"{want}: only that layout is supported"
+        )
+
+
+def build_contexts(buckets: list[Bucket]) -> None:
+    """Set ``b.ctx`` for every bucket of the step (owners balanced per process group)."""
+    owned: dict[tuple, list[Bucket]] = {}
+    for b in buckets:
+        g = b.owner_group
+        if g is not None:
+            owned.setdefault(group_ranks(g), []).append(b)
+    counts: dict[int, list[int]] = {}
+    for members in owned.values():
+        world = dist.get_world_size(members[0].owner_group)
+        stacks = [(sum(b.counts), ns_flops(*b.shape[-2:], b.group.get("ns_steps", 5))) for b in members]
+        for b, c in zip(members, assign_owners(stacks, world)):
+            counts[id(b)] = c
+    for b in buckets:
+        if b.mode == "replicated" and id(b) in counts:
+            g = b.owner_group
+            b.ctx = Replicated(b.shape, g, dist.get_rank(g), counts[id(b)])
+        elif b.mode == "sharded":
+            check_local_layout(b)
+            b.ctx = Sharded(b.shape, b.local_shape, b.sharding, counts.get(id(b)), b.counts, b.squeeze)
