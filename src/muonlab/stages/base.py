@@ -106,7 +106,7 @@ class Stack:
 
     def per_item(self, x: Tensor) -> Tensor:
         """View a ``(k,)`` tensor so it broadcasts over the item dims, e.g. ``(k, 1, 1)``."""
-        return x.view(-1, *([1] * (self.grad.dim() - 1)))
+        return x.view(self.k, *([1] * (self.grad.dim() - 1)))
 
     def buffer(self, key: str, axes: str | None = None, fill: float = 0.0) -> Tensor:
         """The stacked state tensor ``key`` whose item dims are named by ``axes``.

@@ -27,7 +27,7 @@ VARIANTS = ("official", "paper")
 
 def frobenius(stack: Stack, *Us: Tensor) -> list[Tensor]:
     """Per-matrix Frobenius norms of same-stack tensors, each of shape ``(k, 1, 1)`` (one reduction)."""
-    return [x.view(-1, 1, 1) for x in stack.norms(*((U, (-2, -1)) for U in Us))]
+    return [x.view(stack.k, 1, 1) for x in stack.norms(*((U, (-2, -1)) for U in Us))]
 
 
 def divide_rows(stack: Stack, key: str, beta2: float, eps: float, axes: str) -> Tensor:
@@ -39,7 +39,7 @@ def divide_rows(stack: Stack, key: str, beta2: float, eps: float, axes: str) -> 
     """
     O = stack.update  # (k, m, n)
     m_local, n = O.shape[-2], stack.shape[-1]
-    v = stack.buffer(key, axes).view(-1, m_local, 1)
+    v = stack.buffer(key, axes).view(stack.k, m_local, 1)
     (row_ss,) = stack.sums((O.square(), -1))  # (k, m): sum of squares of each output row
     v.mul_(beta2).add_(row_ss.unsqueeze(-1), alpha=(1 - beta2) / n)  # mean over the n columns
     # eps OUTSIDE the square root (both official codes); a zero row stays zero.
