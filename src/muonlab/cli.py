@@ -4,6 +4,8 @@
   (a shipped config name such as ``demo`` or a path to a TOML file) and write its report.
 * ``list``: the registered optimizers and tasks and the shipped configs.
 * ``curvature ...``: the curvature diagnostics (``muonlab.bench.curvature``), imported lazily.
+* ``perf [--nproc W1,W2,...] ...``: optimizer step time, one process (``muonlab.perf``) or, with
+  ``--nproc``, on W gloo ranks per world size (``muonlab.perf_dist``); other options pass through.
 
 Configuration errors are printed without a traceback and exit with status 2.
 
@@ -56,14 +58,35 @@ def _add_curvature(sub: argparse._SubParsersAction, load: bool) -> None:
     p.set_defaults(_curvature_run=module.run)
 
 
+def _add_perf(sub: argparse._SubParsersAction) -> None:
+    # add_help=False and parse_known_args in main: every other option (and --help) goes to the module
+    p = sub.add_parser("perf", add_help=False, help="optimizer step time (--nproc W,...: distributed, gloo)",
+                       description="Step-time benchmarks; options of python -m muonlab.perf / muonlab.perf_dist.")
+    p.add_argument("--nproc", default=None, metavar="W1,W2,...",
+                   help="world sizes: run muonlab.perf_dist (local / replicated / sharded modes on gloo ranks)")
+
+
+def cmd_perf(args: argparse.Namespace, rest: Sequence[str]) -> int:
+    if args.nproc is None:
+        from muonlab import perf
+
+        perf.main(list(rest))
+    else:
+        from muonlab import perf_dist
+
+        perf_dist.main(["--nproc", args.nproc, *rest])
+    return 0
+
+
 def build_parser(load_curvature: bool = True) -> argparse.ArgumentParser:
     """The ``muonlab`` argument parser (``load_curvature``: import the curvature subcommand's options)."""
     parser = argparse.ArgumentParser(prog="muonlab", description="Muon-family optimizers: benchmarks and "
                                      "curvature diagnostics.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{bench,list,curvature}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{bench,list,curvature,perf}")
     _add_bench(sub)
     sub.add_parser("list", help="registered optimizers and tasks, shipped configs")
     _add_curvature(sub, load_curvature)
+    _add_perf(sub)
     return parser
 
 
@@ -101,7 +124,10 @@ def cmd_list() -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m muonlab`` and the ``muonlab`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(load_curvature=bool(argv) and argv[0] == "curvature").parse_args(argv)
+    parser = build_parser(load_curvature=bool(argv) and argv[0] == "curvature")
+    if argv[:1] == ["perf"]:
+        return cmd_perf(*parser.parse_known_args(argv))
+    args = parser.parse_args(argv)
     if args.command == "bench":
         return cmd_bench(args, argv)
     if args.command == "list":

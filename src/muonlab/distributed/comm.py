@@ -58,6 +58,10 @@ def _log(kind: str, nbytes: int) -> None:
         log.add(kind, nbytes)
 
 
+# torch 2.13 renamed all_gather_into_tensor to all_gather_single (the old name warns).
+_all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+
+
 def _nbytes(t: Tensor) -> int:
     return t.numel() * t.element_size()
 
@@ -74,7 +78,7 @@ def all_gather(x: Tensor, group: dist.ProcessGroup) -> Tensor:
     world = dist.get_world_size(group)
     out = x.new_empty((world * x.shape[0], *x.shape[1:]))
     _log("all_gather", _nbytes(x))
-    dist.all_gather_into_tensor(out, x.contiguous(), group=group)
+    _all_gather_single(out, x.contiguous(), group=group)
     return out
 
 

@@ -89,8 +89,8 @@ def namo_shape_factor(stack: Stack) -> Scalar:
     for shape, count, squeeze in zip(shapes, stack.counts, stack.squeeze):
         a, b = (shape[0], shape[1]) if rule == "leading" and squeeze and len(shape) > 2 else (m, n)
         factors += [kappa * math.sqrt(max(a, b))] * count
-    if len(set(factors)) == 1:
-        return factors[0]
+    if len(set(factors)) <= 1:  # none: an empty stack (a rank holding no expert of a sharded batch)
+        return factors[0] if factors else kappa * math.sqrt(max(m, n))
     # Mixed conv / linear bucket: built with device fills (no host-to-device copy, no sync).
     opts = dict(dtype=stack.grad.dtype, device=stack.grad.device)
     return torch.cat([torch.full((1,), f, **opts) for f in factors])
