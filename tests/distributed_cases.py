@@ -310,6 +310,10 @@ def zero(rank: int, world: int) -> None:
         assert err <= TOL, f"{name} ZeRO W={world}: max |dw| = {err:.3g}"
         owned = sum(len(g["params"]) for g in opt.optim.param_groups)
         assert 0 < owned < len(list(model.parameters())), f"{name}: rank {rank} owns {owned} parameters"
+    # ZeRO copies its keyword arguments into every group: an AdamW group would get the orthogonal lr.
+    model = Net()
+    _raises(lambda: ZeroRedundancyOptimizer(groups(model), optimizer_class=muonlab.NAMO, lr=0.02, adamw_lr=3e-3),
+            ValueError, "copied the optimizer's keyword arguments")
 
 
 # ----------------------------------------------------------------------------- DCP

@@ -1,7 +1,8 @@
 """Command line: ``python -m muonlab {bench, list, curvature} ...`` (also the ``muonlab`` script).
 
-* ``bench [CONFIG] [--set k=v ...] [--optimizers a,b] [--quick] [--out DIR]``: run an experiment
-  (a shipped config name such as ``demo`` or a path to a TOML file) and write its report.
+* ``bench [CONFIG] [--set k=v ...] [--optimizers a,b] [--quick] [--out DIR] [--nproc N]``: run an
+  experiment (a shipped config name such as ``demo`` or a path to a TOML file) and write its report;
+  ``--nproc N`` trains every run data-parallel on N ranks (DDP; also works under ``torchrun``).
 * ``list``: the registered optimizers and tasks and the shipped configs.
 * ``curvature ...``: the curvature diagnostics (``muonlab.bench.curvature``), imported lazily.
 * ``perf [--nproc W1,W2,...] ...``: optimizer step time, one process (``muonlab.perf``) or, with
@@ -38,6 +39,10 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                    help="shrink to a smoke run (few steps, 2-point lr grids, <= 2 seeds, small model)")
     p.add_argument("--out", default="runs", metavar="DIR", help="output root (default: runs/)")
     p.add_argument("--no-progress", action="store_true", help="disable the progress display")
+    # A string, checked by parse_nproc: a bad value gets one config-error line (exit 2), not argparse's usage.
+    p.add_argument("--nproc", default=None, metavar="N",
+                   help="data-parallel processes per run (DDP, gloo on CPU / nccl on CUDA; default 1, "
+                        "or torchrun's WORLD_SIZE)")
 
 
 def _add_curvature(sub: argparse._SubParsersAction, load: bool) -> None:
@@ -91,13 +96,15 @@ def build_parser(load_curvature: bool = True) -> argparse.ArgumentParser:
 
 
 def cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from muonlab.bench import ConfigError, load_config, run_experiment
+    from muonlab.bench import ConfigError, load_config
+    from muonlab.bench.parallel import launch_experiment, parse_nproc
 
     names = [s.strip() for s in args.optimizers.split(",") if s.strip()] if args.optimizers else None
     try:
+        nproc = parse_nproc(args.nproc)
         cfg = load_config(args.config, args.overrides, optimizers=names, quick=args.quick)
-        run_experiment(cfg, args.out, progress=not args.no_progress,
-                                command="python -m muonlab " + " ".join(shlex.quote(a) for a in argv))
+        launch_experiment(cfg, args.out, nproc=nproc, progress=not args.no_progress,
+                          command="python -m muonlab " + " ".join(shlex.quote(a) for a in argv))
     except ConfigError as exc:
         print(f"muonlab bench: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR

@@ -28,7 +28,7 @@ import os
 import statistics
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
@@ -58,7 +58,6 @@ class Config:
     modes: tuple[str, ...] = MODES
     ns_dtype: str = "auto"
     timeout_s: float = 300.0
-    extra: dict = field(default_factory=dict)  # free-form notes carried into the result
 
 
 # ---------------------------------------------------------------------------- cost model
@@ -151,19 +150,27 @@ def _build(mode: str, name: str, cfg: Config, mesh_cache: dict) -> torch.optim.O
     return cls([{"params": params}], **kwargs)
 
 
-def _measure(opt: torch.optim.Optimizer, cfg: Config) -> dict:
-    """Median ms of ``step()`` (ranks start each step together) and one recorded step."""
-    times = []
+def _measure(opts: list[torch.optim.Optimizer], cfg: Config) -> list[dict]:
+    """Median ms of ``step()`` of every optimizer, and one recorded step of each.
+
+    The optimizers take turns, one step each per round, so that a change in the host's load during
+    the run hits every mode alike (DESIGN.md: timings side by side). Ranks start each step together.
+    """
+    times: list[list[float]] = [[] for _ in opts]
     for i in range(cfg.warmup + cfg.steps):
-        dist.barrier()  # outside the timed region: no rank's figure includes waiting for a late one
-        t0 = time.perf_counter()
-        opt.step()
-        if i >= cfg.warmup:
-            times.append((time.perf_counter() - t0) * 1e3)
-    dist.barrier()
-    with record() as log:
-        opt.step()
-    return {"ms": statistics.median(times), "calls": dict(log.calls), "bytes": dict(log.bytes)}
+        for opt, ts in zip(opts, times):
+            dist.barrier()  # outside the timed region: no rank's figure includes waiting for a late one
+            t0 = time.perf_counter()
+            opt.step()
+            if i >= cfg.warmup:
+                ts.append((time.perf_counter() - t0) * 1e3)
+    out = []
+    for opt, ts in zip(opts, times):
+        dist.barrier()
+        with record() as log:
+            opt.step()
+        out.append({"ms": statistics.median(ts), "calls": dict(log.calls), "bytes": dict(log.bytes)})
+    return out
 
 
 def _worker(rank: int, world: int, cfg: Config, tmp: str) -> None:
@@ -173,10 +180,10 @@ def _worker(rank: int, world: int, cfg: Config, tmp: str) -> None:
         timeout=timedelta(seconds=cfg.timeout_s),
     )
     try:
-        mine, mesh_cache = [], {}
-        for name in cfg.optimizers:
-            for mode in cfg.modes:
-                mine.append(dict(optimizer=name, mode=mode, **_measure(_build(mode, name, cfg, mesh_cache), cfg)))
+        mesh_cache: dict = {}
+        cases = [(name, mode) for name in cfg.optimizers for mode in cfg.modes]
+        opts = [_build(mode, name, cfg, mesh_cache) for name, mode in cases]
+        mine = [dict(optimizer=n, mode=m, **r) for (n, m), r in zip(cases, _measure(opts, cfg))]
         everyone: list = [None] * world
         dist.all_gather_object(everyone, mine)
         if rank == 0:

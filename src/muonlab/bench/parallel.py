@@ -94,7 +94,7 @@ class Parallel:
         """Mean over ranks (SUM then divide: gloo has no AVG); the identity when local."""
         if self.world_size == 1:
             return values
-        out = values.detach().clone().float()
+        out = values.detach().clone()
         dist.all_reduce(out)
         return out / self.world_size
 
@@ -190,7 +190,7 @@ def launch_experiment(cfg: ExperimentConfig, out: str | Path = "runs", *, nproc:
         if world > 1:
             check_shardable(validate(cfg, optimizers=optimizers, tasks=tasks)[0], cfg.seeds[0], world)
         dist.init_process_group(_backend(cfg.device), timeout=TIMEOUT)
-        return _run_in_group(par, cfg, out, {**kwargs, "progress": kwargs.get("progress", True) and par.is_main})
+        return _run_in_group(par, cfg, out, kwargs)
     if not nproc or nproc == 1:
         return run_experiment(cfg, out, **kwargs)
     if _backend(cfg.device) == "nccl" and nproc > torch.cuda.device_count():

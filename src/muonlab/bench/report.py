@@ -137,7 +137,10 @@ def write_report(result: ExperimentResult) -> None:
         f"Machine: {env['machine']['platform']}, {env['machine']['processor']}, "
         f"{env['machine']['torch_threads']} torch threads  ",
         f"Versions: python {env['versions']['python']}, torch {env['versions']['torch']}, "
-        f"muonlab {env['versions']['muonlab']}, git {env['git_commit'] or 'n/a'}",
+        f"muonlab {env['versions']['muonlab']}, git {env['git_commit'] or 'n/a'}  ",
+        f"Processes: world size {result.world_size}, mode {result.mode}"
+        + (f" (each rank trains on 1/{result.world_size} of every batch; the logged losses are means over "
+           "ranks; Newton–Schulz work is split across ranks)" if result.world_size > 1 else ""),
         "",
         f"Task `{cfg.task}` {cfg.task_config}; budget {result.steps} steps (same for every optimizer, "
         f"no early stopping); eval every {cfg.eval_every} steps; schedule {cfg.schedule.kind} "

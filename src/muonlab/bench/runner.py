@@ -14,6 +14,10 @@ every optimizer; "steps to target" is read off the record afterwards). Its JSONL
 A file without a summary row is a crashed or interrupted run and is rerun from scratch. Runs are
 deterministic for a seed: two runs give the same rows except the timing fields (:data:`TIMING_KEYS`).
 
+Data-parallel runs (``--nproc``, :mod:`muonlab.bench.parallel`) train through DDP on each rank's
+slice of every batch; the header adds ``world_size`` and ``mode``, the losses are means over ranks,
+and only rank 0 writes the file.
+
 References:
     AlgoPerf (arXiv 2306.07179): fixed workloads, time-to-target, no early stopping on the eval set.
 """
@@ -25,6 +29,7 @@ import functools
 import hashlib
 import json
 import math
+import os
 import platform
 import subprocess
 import time
@@ -34,6 +39,7 @@ from typing import Any, Callable
 
 import torch
 
+from muonlab.bench.parallel import LOCAL, Parallel
 from muonlab.bench.schedule import lr_factor, make_scheduler
 from muonlab.bench.validate import build_optimizer
 
@@ -60,11 +66,15 @@ class RunSpec:
     callbacks: dict[str, dict[str, Any]] = field(default_factory=dict)
     grad_accum: int = 1
     device: str = "cpu"
+    world_size: int = 1  # data-parallel ranks (--nproc): part of the hash, so reuse never mixes world sizes
 
     @property
     def run_id(self) -> str:
         """``<optimizer>-lr<lr>-s<seed>-<hash of the spec>``: a changed config never reuses old files."""
-        blob = json.dumps(asdict(self), sort_keys=True, default=str).encode()
+        fields = asdict(self)
+        if self.world_size == 1:  # hash single-process specs as before the field existed: old files stay reusable
+            del fields["world_size"]
+        blob = json.dumps(fields, sort_keys=True, default=str).encode()
         return f"{self.optimizer}-lr{self.lr:.4g}-s{self.seed}-{hashlib.sha1(blob).hexdigest()[:8]}"
 
 
@@ -127,7 +137,7 @@ def _finite(x: float) -> bool:
 
 
 def run(spec: RunSpec, task: Any, optimizer_cls: type, path: Path, *, callbacks: list[Any] = (),
-        on_step: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+        on_step: Callable[[int, int], None] | None = None, parallel: Parallel = LOCAL) -> dict[str, Any]:
     """Train one run and write its JSONL record to ``path`` (overwriting a partial file).
 
     Args:
@@ -137,37 +147,44 @@ def run(spec: RunSpec, task: Any, optimizer_cls: type, path: Path, *, callbacks:
         path: the JSONL file to write.
         callbacks: fresh :class:`muonlab.bench.callbacks.Callback` instances for this run.
         on_step: progress hook called as ``on_step(step, total)``.
+        parallel: this rank's place in a data-parallel run (default: one process, no DDP).
 
     Returns:
         The summary row.
     """
     wall0 = time.perf_counter()
     torch.manual_seed(spec.seed)  # anything the task does not seed itself (dropout) is still reproducible
-    device = resolve_device(spec.device)
+    device = parallel.device(resolve_device(spec.device))
     model = task.make_model(spec.seed).to(device)  # tasks move batches to the model's device
     # CUDA work is asynchronous: wait for it before reading the clock, or step times mean nothing.
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    optimizer = build_optimizer(spec.optimizer, optimizer_cls, model, spec.lr, spec.hparams)
+    # Routing, evaluation and callbacks see the plain module; only the training loss runs through DDP.
+    optimizer = build_optimizer(spec.optimizer, optimizer_cls, model, spec.lr, spec.hparams,
+                                process_group=parallel.group)
+    train_model = parallel.wrap(model)
     sched_kw = dict(kind=spec.schedule["kind"], warmup=spec.schedule["warmup"],
                     min_lr_ratio=spec.schedule["min_lr_ratio"])
     scheduler = make_scheduler(optimizer, spec.steps, **sched_kw)
-    batches = iter(task.train_batches(spec.seed))
+    batches = map(parallel.shard, task.train_batches(spec.seed))  # same global batch, one slice per rank
     path.parent.mkdir(parents=True, exist_ok=True)
-    header = {"type": "config", "run_id": spec.run_id, **asdict(spec), **environment(),
+    header = {"type": "config", "run_id": spec.run_id, **asdict(spec), "mode": parallel.mode, **environment(),
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
     def evaluate() -> dict[str, float]:
         model.eval()
         with torch.no_grad():
-            metrics = {k: float(v) for k, v in task.evaluate(model).items()}
+            metrics = task.evaluate(model)
         model.train()
-        return metrics
+        # Replicas are identical, so this mean changes nothing but makes every rank agree bitwise
+        # on divergence and target (they must leave the loop at the same step).
+        means = parallel.mean(torch.tensor([float(v) for v in metrics.values()], dtype=torch.float64))
+        return {k: float(v) for k, v in zip(metrics, means.tolist())}
 
     status, train_time, diverged_at = "ok", 0.0, None
     last_eval: dict[str, float] = {}
     steps_to_target = time_to_target = None
     done = 0
-    with open(path, "w", encoding="utf-8") as fh:
+    with open(path if parallel.is_main else os.devnull, "w", encoding="utf-8") as fh:  # rank 0 writes
         def write(row: dict[str, Any]) -> None:
             fh.write(json.dumps(row) + "\n")
             fh.flush()
@@ -182,9 +199,10 @@ def run(spec: RunSpec, task: Any, optimizer_cls: type, path: Path, *, callbacks:
             total_loss = 0.0
             for _ in range(spec.grad_accum):  # mean loss over micro-batches = one big batch
                 batch = next(batches)
-                loss = task.loss(model, batch) / spec.grad_accum
+                loss = task.loss(train_model, batch) / spec.grad_accum
                 loss.backward()
                 total_loss = total_loss + loss.detach()  # stays on device: one host sync per step
+            total_loss = parallel.mean(total_loss)  # one all_reduce, outside optimizer.step()
             row: dict[str, Any] = {"type": "step", "step": step, "train_loss": float(total_loss),
                                    "lr": spec.lr * lr_factor(step - 1, spec.steps, **sched_kw)}
             if spec.grad_clip:

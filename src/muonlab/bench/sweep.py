@@ -11,6 +11,8 @@ Protocol ("Benchmarks done honestly" in DESIGN.md):
 
 Finished runs are skipped on a rerun (their JSONL has a summary row), so an interrupted experiment
 resumes where it stopped. Every run happens in this one process, so wall times are comparable.
+With ``parallel`` (``--nproc``, :mod:`.parallel`) every rank walks the same sweep in lockstep; rank 0
+decides reuse and broadcasts each summary, so every rank selects the same best lr.
 
 References:
     AlgoPerf (arXiv 2306.07179); Schmidt, Schneider & Hennig, "Descending through a Crowded Valley",
@@ -27,6 +29,7 @@ from typing import Any, Mapping
 from muonlab.bench import runner
 from muonlab.bench.callbacks import make_callbacks
 from muonlab.bench.config import ExperimentConfig
+from muonlab.bench.parallel import LOCAL, Parallel
 from muonlab.bench.validate import resolve_refs, validate
 
 
@@ -52,6 +55,8 @@ class ExperimentResult:
     target: float | None
     steps: int
     command: str | None = None     # the command line, recorded in the report
+    world_size: int = 1            # data-parallel processes of every run (--nproc)
+    mode: str = "local"            # "local" or "replicated (DDP)"
     report_path: Path | None = None
     plots: list[Path] = field(default_factory=list)
 
@@ -109,7 +114,7 @@ class _Progress:
 
 def run_experiment(cfg: ExperimentConfig, out: str | Path = "runs", *, optimizers: Mapping[str, type] | None = None,
                    tasks: Mapping[str, Any] | None = None, progress: bool = True, report: bool = True,
-                   console: Any = None, command: str | None = None) -> ExperimentResult:
+                   console: Any = None, command: str | None = None, parallel: Parallel = LOCAL) -> ExperimentResult:
     """Validate, sweep, select, rerun with seeds, then write the report and plots.
 
     Args:
@@ -121,6 +126,8 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path = "runs", *, optimizer
         report: write ``report.md`` and the plots at the end.
         console: a ``rich.console.Console`` for the final table (default: a new one).
         command: the command line that started the experiment, recorded in the report.
+        parallel: this rank's place in a data-parallel run (default: one process); only rank 0
+            writes files, shows progress and prints (see :func:`muonlab.bench.parallel.launch_experiment`).
 
     Raises:
         ConfigError: before any training, when the experiment is invalid.
@@ -138,7 +145,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path = "runs", *, optimizer
             target=target,
             grad_clip=cfg.grad_clip, schedule={"kind": cfg.schedule.kind, "warmup": cfg.schedule.warmup,
                                                "min_lr_ratio": cfg.schedule.min_lr_ratio},
-            callbacks=cfg.callbacks, grad_accum=cfg.grad_accum, device=cfg.device)
+            callbacks=cfg.callbacks, grad_accum=cfg.grad_accum, device=cfg.device, world_size=parallel.world_size)
 
     sweep_seeds, confirm_seeds = cfg.seeds[:cfg.sweep_seeds], cfg.seeds[cfg.sweep_seeds:]
     total = sum(len(o.lr_grid) * len(sweep_seeds) + len(confirm_seeds) for o in cfg.optimizers)
@@ -146,17 +153,18 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path = "runs", *, optimizer
     best_lr: dict[str, float] = {}
 
     def execute(rec: RunRecord, bar: _Progress) -> None:
-        done = runner.finished_summary(rec.path)
+        done = parallel.from_main(runner.finished_summary(rec.path) if parallel.is_main else None)
         if done is not None:
             rec.summary, rec.skipped = done, True
         else:
             bar.start_run(f"{rec.spec.optimizer} lr={rec.spec.lr:.3g} seed={rec.spec.seed}", steps)
-            rec.summary = runner.run(rec.spec, task, classes[rec.spec.optimizer], rec.path,
-                                     callbacks=make_callbacks(cfg.callbacks), on_step=bar.step)
+            rec.summary = parallel.from_main(runner.run(rec.spec, task, classes[rec.spec.optimizer], rec.path,
+                                                        callbacks=make_callbacks(cfg.callbacks), on_step=bar.step,
+                                                        parallel=parallel))
         bar.end_run()
         records.append(rec)
 
-    with _Progress(progress, total) as bar:
+    with _Progress(progress and parallel.is_main, total) as bar:
         for opt in cfg.optimizers:
             sweep = []
             for lr in opt.lr_grid:
@@ -170,8 +178,9 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path = "runs", *, optimizer
                 spec = spec_for(opt, best_lr[opt.name], seed)
                 execute(RunRecord(spec, out_dir / f"{spec.run_id}.jsonl", "seeds"), bar)
 
-    result = ExperimentResult(cfg, out_dir, records, best_lr, target, steps, command)
-    if report:
+    result = ExperimentResult(cfg, out_dir, records, best_lr, target, steps, command, parallel.world_size,
+                              parallel.mode)
+    if report and parallel.is_main:
         from muonlab.bench.report import print_table, write_report
 
         write_report(result)

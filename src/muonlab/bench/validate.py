@@ -43,8 +43,13 @@ def default_tasks() -> dict[str, TaskFactory]:
 
 
 def build_optimizer(name: str, cls: type, model: torch.nn.Module, lr: float,
-                    hparams: Mapping[str, Any]) -> torch.optim.Optimizer:
-    """``cls(param_groups(model), lr=lr, **hparams)``; plain AdamW takes ``model.parameters()``."""
+                    hparams: Mapping[str, Any], process_group: Any = None) -> torch.optim.Optimizer:
+    """``cls(param_groups(model), lr=lr, **hparams)``; plain AdamW takes ``model.parameters()``.
+
+    ``process_group`` (data-parallel runs only) is passed on, so each rank orthogonalizes its share.
+    """
+    if process_group is not None:
+        hparams = {**hparams, "process_group": process_group}
     if name == "adamw":
         return cls(model.parameters(), lr=lr, **hparams)
     import muonlab

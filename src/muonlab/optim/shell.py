@@ -119,6 +119,7 @@ class ChainOptimizer(Optimizer):
             raise ValueError(f"algorithm={algorithm!r}: expected one of {ALGORITHMS}")
         group = dict(param_group, algorithm=algorithm)
         if algorithm == "adamw":
+            V.no_copied_kwargs(group, self.defaults, self._adamw_defaults)
             for key, value in self._adamw_defaults.items():
                 group.setdefault(key, value)
         else:

@@ -93,3 +93,26 @@ def common_orthogonal(group: dict[str, Any]) -> None:
             orth.resolve(spec)
         except (TypeError, ValueError):
             raise ValueError(f"orthogonalizer={spec!r}: expected a callable or one of {orth.available()}") from None
+
+
+def no_copied_kwargs(group: dict[str, Any], defaults: dict[str, Any], adamw_defaults: dict[str, Any]) -> None:
+    """Refuse an AdamW group into which a wrapper copied the orthogonal hyperparameters.
+
+    ``ZeroRedundancyOptimizer(groups, optimizer_class=NAMO, lr=..., adamw_lr=...)`` fills every group
+    with all its keyword arguments before the groups reach the optimizer: the AdamW groups then
+    carry ``adamw_lr`` *and* the orthogonal ``lr`` and would silently train at the wrong rate.
+    """
+    if not any(k.startswith("adamw_") for k in group):
+        return
+    copied = [
+        k for k in ("lr", "weight_decay", "eps", "betas")
+        if k in group and k in defaults and group[k] == defaults[k] and group[k] != adamw_defaults[k]
+    ]
+    if copied:
+        raise ValueError(
+            f"an AdamW param group carries the orthogonal group's {', '.join(f'{k}={group[k]!r}' for k in copied)} "
+            "next to 'adamw_*' keys: a wrapper (e.g. ZeroRedundancyOptimizer) copied the optimizer's keyword "
+            "arguments into every group. Set each group's hyperparameters in the groups, e.g. "
+            "muonlab.param_groups(model, lr=..., weight_decay=..., adamw_lr=..., adamw_weight_decay=...), and pass "
+            "the wrapper no lr/weight_decay/eps/betas"
+        )

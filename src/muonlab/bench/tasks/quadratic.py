@@ -31,6 +31,10 @@ class QuadraticModel(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(d1, d2))
 
+    def forward(self) -> torch.Tensor:
+        """The matrix itself: the loss calls the model, so a ``DistributedDataParallel`` wrapper works."""
+        return self.weight
+
 
 @dataclass
 class QuadraticTask:
@@ -77,7 +81,7 @@ class QuadraticTask:
 
     def loss(self, model: nn.Module, batch: None = None) -> torch.Tensor:
         """Suboptimality ``L(W) - L(W*)``."""
-        return self.problem.loss(model.weight)
+        return self.problem.loss(model())
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, float]:
