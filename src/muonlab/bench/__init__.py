@@ -10,8 +10,8 @@ included); the best lr rerun with several seeds; mean ± std, steps and time to 
 
 Layout: :mod:`.config` (TOML -> dataclasses, ``--set``, ``--quick``), :mod:`.validate` (checks before
 training), :mod:`.schedule`, :mod:`.runner` (one run -> JSONL), :mod:`.callbacks` (per-step hooks,
-``UpdateStats``), :mod:`.sweep` (sweep / select / seeds), :mod:`.report` and :mod:`.plot`;
-the workloads live in :mod:`.tasks`.
+``UpdateStats``), :mod:`.sweep` (sweep / select / seeds), :mod:`.parallel` (``--nproc``: DDP ranks),
+:mod:`.report` and :mod:`.plot`; the workloads live in :mod:`.tasks`.
 
 References:
     AlgoPerf, Dahl et al., "Benchmarking Neural Network Training Algorithms", arXiv 2306.07179.

@@ -95,6 +95,8 @@ class Parallel:
         if self.world_size == 1:
             return values
         out = values.detach().clone()
+        if dist.get_backend() == "nccl" and out.device.type != "cuda":
+            out = out.cuda()  # nccl reduces device tensors only (the validation metrics are host floats)
         dist.all_reduce(out)
         return out / self.world_size
 
@@ -133,6 +135,13 @@ def _backend(device: str) -> str:
     return "nccl" if cuda else "gloo"
 
 
+def _init_group(backend: str, local_rank: int, **kwargs: Any) -> None:
+    """Join the process group; with nccl, pin this rank's GPU first (object broadcasts use it)."""
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(backend, timeout=TIMEOUT, **kwargs)
+
+
 def check_shardable(task: Any, seed: int, world_size: int) -> None:
     """Fail before training (in the launching process) when the task's batches do not split evenly."""
     probe = Parallel(0, world_size)
@@ -146,8 +155,7 @@ def _worker(rank: int, world_size: int, init_file: str, cfg: ExperimentConfig, o
             threads: int) -> None:
     """One spawned rank: join the group, run the experiment, leave together."""
     torch.set_num_threads(threads)
-    dist.init_process_group(_backend(cfg.device), init_method=f"file://{init_file}", rank=rank,
-                            world_size=world_size, timeout=TIMEOUT)
+    _init_group(_backend(cfg.device), rank, init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     _run_in_group(Parallel(rank, world_size, rank), cfg, out, kwargs)
 
 
@@ -189,7 +197,7 @@ def launch_experiment(cfg: ExperimentConfig, out: str | Path = "runs", *, nproc:
         par = Parallel(rank, world, int(os.environ.get("LOCAL_RANK", rank)))
         if world > 1:
             check_shardable(validate(cfg, optimizers=optimizers, tasks=tasks)[0], cfg.seeds[0], world)
-        dist.init_process_group(_backend(cfg.device), timeout=TIMEOUT)
+        _init_group(_backend(cfg.device), par.local_rank)  # env:// (MASTER_ADDR, MASTER_PORT from torchrun)
         return _run_in_group(par, cfg, out, kwargs)
     if not nproc or nproc == 1:
         return run_experiment(cfg, out, **kwargs)

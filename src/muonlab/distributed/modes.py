@@ -175,8 +175,3 @@ def check_symmetric(param_groups: list[dict[str, Any]], process_group: dist.Proc
             "passes each rank its own share and must not be given process_group): replicated mode needs the same "
             "parameters, in the same order, on every rank"
         )
-
-
-def zeros_like_local(p: Tensor, dtype: torch.dtype) -> Tensor:
-    """A zero gradient for a parameter without one (local shard shape)."""
-    return torch.zeros(local(p).shape, dtype=dtype, device=local(p).device)
