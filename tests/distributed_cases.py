@@ -172,6 +172,7 @@ def replicated(rank: int, world: int) -> None:
         if name == "adamw":
             assert counts == {}, counts
             continue
+        assert "replicated" in opt.describe()
         # The work is split: every matrix orthogonalized once, on one rank; no rank does it all.
         mine = torch.tensor([_ORTHOGONALIZED[0]])
         shares = [torch.zeros_like(mine) for _ in range(world)]
@@ -244,6 +245,9 @@ def sharded(rank: int, world: int) -> None:
         ref = oracle(name, [world] * 3, hook=drop_rank1)
         err = max_err([p.full_tensor().detach() for p in model.parameters()], ref)
         assert err <= TOL, f"{name} sharded W={world}: max |dw| = {err:.3g}"
+        if name == "muon":
+            table = opt.describe()
+            assert all(f"sharded {kind}" in table for kind in ("rows", "cols", "batch", "elementwise")), table
         state = opt.state[model.ws[0]]
         key = "exp_avg" if name == "adamw" else "momentum"
         assert isinstance(state[key], DTensor) and state[key].placements == model.ws[0].placements

@@ -161,19 +161,24 @@ class ChainOptimizer(Optimizer):
 
         Columns: name, matrix view, algorithm, lr, effective lr (lr times the shape factor of the
         group's ``adjust_lr`` where the preset has one; adaptive presets scale it further at each
-        step), weight decay.
+        step), weight decay, and the distributed mode (``local``, ``replicated``, or ``sharded``
+        with the layout: ``rows`` / ``cols`` / ``batch`` / ``elementwise``).
         """
-        rows = [("name", "shape", "view", "algorithm", "lr", "effective lr", "weight_decay")]
+        rows = [("name", "shape", "view", "algorithm", "lr", "effective lr", "weight_decay", "mode")]
         for i, group in enumerate(self.param_groups):
             names = group.get("param_names") or [f"group{i}.{j}" for j in range(len(group["params"]))]
+            mode = DM.resolve(group, self._process_group)
             for name, p in zip(names, group["params"]):
+                where = mode
+                if mode == "sharded":
+                    where += " " + DM.sharding_of(p, group["algorithm"], bool(group.get("batch_3d", False))).kind
                 view, count, _ = self.matrix_view(p, group)
                 eff = group["lr"]
                 if group["algorithm"] != "adamw" and "adjust_lr" in group:
                     eff *= shape_factor(view[0], view[1], group["adjust_lr"])
                 rows.append((
                     name, "x".join(map(str, p.shape)), ("%dx" % count if count > 1 else "") + "x".join(map(str, view)),
-                    group["algorithm"], f"{group['lr']:.3g}", f"{eff:.3g}", f"{group['weight_decay']:.3g}",
+                    group["algorithm"], f"{group['lr']:.3g}", f"{eff:.3g}", f"{group['weight_decay']:.3g}", where,
                 ))
         widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
         lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
