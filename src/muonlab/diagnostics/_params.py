@@ -125,12 +125,46 @@ class _Bound(nn.Module):
         return self.loss_fn(self.model, batch)
 
 
-def functional_loss(model: nn.Module, loss_fn: LossFn, batch: Any) -> Callable[[TensorDict], torch.Tensor]:
-    """``params -> loss_fn(model with params, batch)``, a pure function for ``torch.func``."""
+def cast_floating(obj: Any, dtype: torch.dtype) -> Any:
+    """``obj`` with every floating-point tensor cast to ``dtype``; tuples, lists and dicts are walked.
+
+    Integer and bool tensors (token ids, labels, masks) and anything else come back unchanged.
+    Why: a batch of fp32 inputs fed to parameters cast to fp64 fails in the first matmul
+    ("mat1 and mat2 must have the same dtype").
+    """
+    if isinstance(obj, torch.Tensor):
+        return obj.to(dtype) if obj.is_floating_point() and obj.dtype != dtype else obj
+    if isinstance(obj, Mapping):
+        items = {k: cast_floating(v, dtype) for k, v in obj.items()}
+        try:  # keep dict subclasses (e.g. a tokenizer's batch); fall back to a plain dict
+            return type(obj)(items)
+        except TypeError:
+            return items
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # namedtuple
+        return type(obj)(*(cast_floating(v, dtype) for v in obj))
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(cast_floating(v, dtype) for v in obj)
+    return obj
+
+
+def functional_loss(
+    model: nn.Module, loss_fn: LossFn, batch: Any, dtype: torch.dtype | None = None
+) -> Callable[[TensorDict], torch.Tensor]:
+    """``params -> loss_fn(model with params, batch)``, a pure function for ``torch.func``.
+
+    With ``dtype``, the floating-point tensors of ``batch`` and the model's floating-point buffers
+    are cast to it as well (integer ones, such as token ids, are kept), so that parameters cast to
+    a wider compute dtype meet inputs of the same dtype. Nothing of the model is written.
+    """
     bound = _Bound(model, loss_fn)
+    buffers: TensorDict = {}
+    if dtype is not None:
+        batch = cast_floating(batch, dtype)
+        buffers = {"model." + n: b.to(dtype) for n, b in model.named_buffers()
+                   if b.is_floating_point() and b.dtype != dtype}
 
     def f(params: TensorDict) -> torch.Tensor:
-        loss = functional_call(bound, {"model." + n: t for n, t in params.items()}, (batch,))
+        loss = functional_call(bound, {**buffers, **{"model." + n: t for n, t in params.items()}}, (batch,))
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             raise ValueError(f"loss_fn must return a scalar tensor, got {type(loss).__name__}")
         return loss.reshape(())
@@ -163,3 +197,25 @@ def diagnostic_mode(model: nn.Module) -> Iterator[None]:
             m.training = mode
         for m, impl in impls:
             m.attn_impl = impl
+
+
+def reference_loss(
+    model: nn.Module, loss_fn: LossFn, batch: Any, theta: TensorDict, dtype: torch.dtype
+) -> tuple[Callable[[TensorDict], torch.Tensor], torch.dtype, torch.Tensor]:
+    """The loss as a function of the parameters, in fp64 when the model runs in it, else in ``dtype``.
+
+    Returns ``(f, dtype used, L(theta))``; ``f`` must be called under :func:`diagnostic_mode`.
+    Why fp64: a finite second difference divides rounding noise of about ``u·|L|`` by ``ε²``, and
+    with fp32's ``u ≈ 1.2e-7`` that noise exceeds the curvature along a random unit direction on
+    typical networks. fp64 is missing on some devices (MPS) and in some custom kernels; the
+    difference is then taken in ``dtype``.
+    """
+    for dt in dict.fromkeys((torch.float64, dtype)):
+        try:
+            f = functional_loss(model, loss_fn, batch, dt)
+            with torch.no_grad(), diagnostic_mode(model):
+                return f, dt, f({n: t.to(dt) for n, t in theta.items()})
+        except (RuntimeError, TypeError, NotImplementedError):
+            if dt == dtype:
+                raise
+    raise AssertionError("unreachable: the loop ends by returning or raising")

@@ -75,7 +75,8 @@ def probe(
     Args:
         model: any ``nn.Module``; only read.
         loss_fn: ``loss_fn(model, batch) -> scalar tensor``.
-        batch: passed to ``loss_fn`` unchanged.
+        batch: passed to ``loss_fn``; its floating-point tensors are cast to the compute dtype
+            (integer ones, such as token ids, are kept).
         v: tangent as produced by :func:`as_dict` (already in the compute dtype).
         method: ``"auto"`` (forward-over-reverse, double backward if that raises),
             ``"fwd_rev"`` or ``"double_bwd"``.
@@ -88,7 +89,7 @@ def probe(
     _check_method(method)
     dt = compute_dtype(model, dtype)
     theta = primals(model, dt) if theta is None else theta
-    f = functional_loss(model, loss_fn, batch)
+    f = functional_loss(model, loss_fn, batch, dt)
     with diagnostic_mode(model):
         if method == "double_bwd":
             return _double_bwd(f, theta, v)
@@ -155,7 +156,7 @@ def bilinear(
     """``aᵀ H b`` by forward-over-forward differentiation (mixed second directional derivative)."""
     dt = compute_dtype(model, dtype)
     theta = primals(model, dt)
-    f = functional_loss(model, loss_fn, batch)
+    f = functional_loss(model, loss_fn, batch, dt)
 
     def along_a(p: TensorDict) -> torch.Tensor:
         return torch.func.jvp(f, (p,), (a,))[1]

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from ..stages.context import Dims, Local, _dims
 from . import comm
-from .modes import DTensor, Replicate, Shard, Sharding
+from .modes import Sharding, dtensor_module
 from .plan import chunk, offsets
 
 
@@ -166,6 +166,7 @@ class Sharded(Local):
         return tuple(size[a] for a in axes)
 
     def _placements(self, axes: str | None, lead: int) -> list:
+        Replicate, Shard = dtensor_module().Replicate, dtensor_module().Shard
         kind = self.sharding.kind
         out = []
         for pl in self.sharding.placements:
@@ -191,7 +192,7 @@ class Sharded(Local):
             shape = item if self.squeeze[j] else (self.global_counts[j], *item)
         stride = torch.empty(shape, device="meta").stride()
         placements = self._placements(axes, lead)
-        return DTensor.from_local(view, self.sharding.mesh, placements, run_check=False, shape=torch.Size(shape), stride=stride)
+        return dtensor_module().DTensor.from_local(view, self.sharding.mesh, placements, run_check=False, shape=torch.Size(shape), stride=stride)
 
     def unwrap(self, t: Tensor) -> Tensor:
-        return t.to_local() if isinstance(t, DTensor) else t
+        return t.to_local() if isinstance(t, dtensor_module().DTensor) else t

@@ -8,15 +8,18 @@ host-side arithmetic on static facts: the same on every rank, no collectives, no
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 import torch.distributed as dist
 from torch import Tensor
 
 from ..stages.context import Local
+from . import comm
 from .contexts import Replicated, Sharded
-from .modes import Sharding, group_ranks
+from .modes import Sharding, group_ranks, local
 from .plan import assign_owners, chunk_length, ns_flops
 
 
@@ -86,3 +89,29 @@ def build_contexts(buckets: list[Bucket]) -> None:
         elif b.mode == "sharded":
             check_local_layout(b)
             b.ctx = Sharded(b.shape, b.local_shape, b.sharding, counts.get(id(b)), b.counts, b.squeeze)
+
+
+def finite(buckets: list[Bucket]) -> Tensor | None:
+    """0-D bool tensor: every gradient of the step is finite, on every rank that shares a matrix.
+
+    One foreach max-abs reduction over the local gradients (NaN and Inf survive a max), then, when
+    matrices are sharded, one ``all_reduce`` of the count of bad ranks per shard group, so that all
+    ranks take the same decision. None when no parameter has a gradient.
+    """
+    grads = [local(p.grad) for b in buckets for p in b.params if p.grad is not None]
+    if not grads:
+        return None
+    device = grads[0].device
+    peaks = torch.stack([x.to(device) for x in torch._foreach_norm(grads, ord=math.inf)])
+    ok = torch.isfinite(peaks).all()
+    groups = {}
+    for b in buckets:
+        g = b.sharding.group if b.sharding is not None else None
+        if g is not None:
+            groups.setdefault(group_ranks(g), g)
+    if groups:
+        bad = (~ok).to(torch.float32).reshape(1)
+        for g in groups.values():
+            comm.all_reduce(bad, g)
+        ok = bad[0] == 0
+    return ok

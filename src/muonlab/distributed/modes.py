@@ -15,6 +15,7 @@ parameters and collectives would deadlock.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,16 +23,20 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-try:  # DTensor is public from torch 2.4 on; guarded so that a torch without distributed still imports
-    from torch.distributed.tensor import DTensor, Replicate, Shard
-except ImportError:  # pragma: no cover
-    DTensor = Replicate = Shard = None  # type: ignore[assignment,misc]
-
 MODES = ("local", "replicated", "sharded")
 
 
+def dtensor_module() -> Any:
+    """``torch.distributed.tensor``, imported on first use (it costs ~0.6 s, and plain runs never need it)."""
+    import torch.distributed.tensor as dt
+
+    return dt
+
+
 def is_dtensor(t: Any) -> bool:
-    return DTensor is not None and isinstance(t, DTensor)
+    # A DTensor can only exist once its module is imported, so plain runs never import it here.
+    mod = sys.modules.get("torch.distributed.tensor")
+    return mod is not None and isinstance(t, mod.DTensor)
 
 
 def local(t: Tensor) -> Tensor:
@@ -94,6 +99,7 @@ class Sharding:
 
 def sharding_of(p: Tensor, algorithm: str, batch_3d: bool) -> Sharding:
     """Classify a DTensor parameter; raise ``NotImplementedError`` for layouts v1 does not support."""
+    Replicate, Shard = dtensor_module().Replicate, dtensor_module().Shard
     placements = tuple(p.placements)
     for pl in placements:
         if not isinstance(pl, (Shard, Replicate)):

@@ -55,6 +55,9 @@ class AdaGO(ChainOptimizer):
             1e-10, 0: pytorch-optimizer's AdamW groups).
         process_group: DDP only: a ``ProcessGroup`` or 1-D ``DeviceMesh``; each rank then
             orthogonalizes its share of the matrices (docs/distributed.md). FSDP2 needs none.
+        nonfinite: what a step does when a gradient holds NaN or Inf: ``"skip"`` (default: nothing
+            changes, decided on the device; ``opt.skipped_steps`` counts), ``"raise"``
+            (``FloatingPointError``; syncs) or ``"propagate"`` (torch.optim's behaviour).
 
     References:
         Minxin Zhang, Yuxuan Liu, Hayden Schaeffer, "AdaGrad Meets Muon: Adaptive Stepsizes for
@@ -85,6 +88,7 @@ class AdaGO(ChainOptimizer):
         adamw_eps: float = 1e-10,
         adamw_weight_decay: float = 0.0,
         process_group: Any = None,
+        nonfinite: str = "skip",
     ):
         defaults = dict(
             lr=lr, momentum=momentum, gamma=gamma, eps=eps, v0=v0, nesterov=nesterov, weight_decay=weight_decay,
@@ -92,7 +96,8 @@ class AdaGO(ChainOptimizer):
             batch_3d=batch_3d,
         )
         super().__init__(
-            params, defaults, adamw_defaults(adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay), process_group
+            params, defaults, adamw_defaults(adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay), process_group,
+            nonfinite,
         )
 
     def validate_orthogonal(self, group: dict[str, Any]) -> None:

@@ -50,6 +50,9 @@ class AdaMuon(ChainOptimizer):
             6e-4, (0.9, 0.95), 1e-8 (torch default), 0.1).
         process_group: DDP only: a ``ProcessGroup`` or 1-D ``DeviceMesh``; each rank then
             orthogonalizes its share of the matrices (docs/distributed.md). FSDP2 needs none.
+        nonfinite: what a step does when a gradient holds NaN or Inf: ``"skip"`` (default: nothing
+            changes, decided on the device; ``opt.skipped_steps`` counts), ``"raise"``
+            (``FloatingPointError``; syncs) or ``"propagate"`` (torch.optim's behaviour).
 
     References:
         Si, Zhang, Shen, "AdaMuon: Adaptive Muon Optimizer", arXiv 2507.11005.
@@ -77,6 +80,7 @@ class AdaMuon(ChainOptimizer):
         adamw_eps: float = 1e-8,
         adamw_weight_decay: float = 0.1,
         process_group: Any = None,
+        nonfinite: str = "skip",
     ):
         defaults = dict(
             lr=lr, momentum=momentum, eps=eps, weight_decay=weight_decay, sign_before_orth=sign_before_orth,
@@ -84,7 +88,8 @@ class AdaMuon(ChainOptimizer):
             batch_3d=batch_3d,
         )
         super().__init__(
-            params, defaults, adamw_defaults(adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay), process_group
+            params, defaults, adamw_defaults(adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay), process_group,
+            nonfinite,
         )
 
     def validate_orthogonal(self, group: dict[str, Any]) -> None:

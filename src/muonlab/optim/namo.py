@@ -56,6 +56,9 @@ class NAMO(ChainOptimizer):
             Defaults: 6e-4 (Levanter's ``adam_lr``), (0.9, 0.95), 1e-8, 0 (official configs).
         process_group: DDP only: a ``ProcessGroup`` or 1-D ``DeviceMesh``; each rank then
             orthogonalizes its share of the matrices (docs/distributed.md). FSDP2 needs none.
+        nonfinite: what a step does when a gradient holds NaN or Inf: ``"skip"`` (default: nothing
+            changes, decided on the device; ``opt.skipped_steps`` counts), ``"raise"``
+            (``FloatingPointError``; syncs) or ``"propagate"`` (torch.optim's behaviour).
 
     References:
         Minxin Zhang et al., "Adam Improves Muon: Adaptive Moment Estimation with Orthogonalized
@@ -87,6 +90,7 @@ class NAMO(ChainOptimizer):
         adamw_eps: float = 1e-8,
         adamw_weight_decay: float = 0.0,
         process_group: Any = None,
+        nonfinite: str = "skip",
     ):
         V.one_of("variant", variant, VARIANTS)
         if nesterov is None:
@@ -98,7 +102,8 @@ class NAMO(ChainOptimizer):
             **getattr(self, "_extra_defaults", {}),  # NAMOD's c
         )
         super().__init__(
-            params, defaults, adamw_defaults(adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay), process_group
+            params, defaults, adamw_defaults(adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay), process_group,
+            nonfinite,
         )
 
     def validate_orthogonal(self, group: dict[str, Any]) -> None:

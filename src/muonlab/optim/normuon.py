@@ -58,6 +58,9 @@ class NorMuon(ChainOptimizer):
             ``NorMuonWithAuxAdam`` defaults: 3e-4, (0.9, 0.95), 1e-10, 0).
         process_group: DDP only: a ``ProcessGroup`` or 1-D ``DeviceMesh``; each rank then
             orthogonalizes its share of the matrices (docs/distributed.md). FSDP2 needs none.
+        nonfinite: what a step does when a gradient holds NaN or Inf: ``"skip"`` (default: nothing
+            changes, decided on the device; ``opt.skipped_steps`` counts), ``"raise"``
+            (``FloatingPointError``; syncs) or ``"propagate"`` (torch.optim's behaviour).
 
     References:
         Li, Liu, Liang, Chen, Zhao, "NorMuon: Making Muon more efficient and scalable",
@@ -87,6 +90,7 @@ class NorMuon(ChainOptimizer):
         adamw_eps: float = 1e-10,
         adamw_weight_decay: float = 0.0,
         process_group: Any = None,
+        nonfinite: str = "skip",
     ):
         V.one_of("variant", variant, VARIANTS)
         v_lr, v_nesterov, v_adjust = _VARIANT_DEFAULTS[variant]
@@ -97,7 +101,8 @@ class NorMuon(ChainOptimizer):
             batch_3d=batch_3d,
         )
         super().__init__(
-            params, defaults, adamw_defaults(adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay), process_group
+            params, defaults, adamw_defaults(adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay), process_group,
+            nonfinite,
         )
 
     def validate_orthogonal(self, group: dict[str, Any]) -> None:

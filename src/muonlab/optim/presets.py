@@ -56,6 +56,9 @@ class Muon(ChainOptimizer):
             ``MuonWithAuxAdam`` defaults: 3e-4, (0.9, 0.95), 1e-10, 0).
         process_group: DDP only: a ``ProcessGroup`` or 1-D ``DeviceMesh``; each rank then
             orthogonalizes its share of the matrices (docs/distributed.md). FSDP2 needs none.
+        nonfinite: what a step does when a gradient holds NaN or Inf: ``"skip"`` (default: nothing
+            changes, decided on the device; ``opt.skipped_steps`` counts), ``"raise"``
+            (``FloatingPointError``; syncs) or ``"propagate"`` (torch.optim's behaviour).
 
     References:
         Keller Jordan et al., "Muon: An optimizer for hidden layers in neural networks" (2024),
@@ -85,6 +88,7 @@ class Muon(ChainOptimizer):
         adamw_eps: float = 1e-10,
         adamw_weight_decay: float = 0.0,
         process_group: Any = None,
+        nonfinite: str = "skip",
     ):
         defaults = dict(
             lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, ns_steps=ns_steps,
@@ -92,7 +96,8 @@ class Muon(ChainOptimizer):
             momentum_form=momentum_form, batch_3d=batch_3d,
         )
         super().__init__(
-            params, defaults, adamw_defaults(adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay), process_group
+            params, defaults, adamw_defaults(adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay), process_group,
+            nonfinite,
         )
 
 
@@ -107,7 +112,8 @@ class AdamW(ChainOptimizer):
 
     Useful as the baseline in benchmarks (same shell, same state layout, same schedulers).
     ``process_group`` is accepted for symmetry with the other presets (AdamW has no
-    orthogonalization to split, so it communicates nothing).
+    orthogonalization to split, so it communicates nothing); ``nonfinite`` as in
+    :class:`~muonlab.ChainOptimizer` (default ``"skip"``).
 
     References:
         Loshchilov & Hutter, "Decoupled Weight Decay Regularization", arXiv 1711.05101.
@@ -124,9 +130,10 @@ class AdamW(ChainOptimizer):
         eps: float = 1e-8,
         weight_decay: float = 0.01,
         process_group: Any = None,
+        nonfinite: str = "skip",
     ):
         ad = adamw_defaults(lr, betas, eps, weight_decay)
-        super().__init__(params, ad, ad, process_group)
+        super().__init__(params, ad, ad, process_group, nonfinite)
 
 
 register("adamw", AdamW, {"lr": 1e-2}, {"lr": 1e-2, "weight_decay": 0.1, "betas": (0.8, 0.95)})

@@ -28,11 +28,14 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from ..distributed import modes as DM
-from ..distributed.engine import Bucket, build_contexts
+from ..distributed.engine import Bucket, build_contexts, finite
 from ..stages import Stack, adam, decay_weights, shape_factor
 from . import validate as V
 
 Stage = Callable[[Stack], None]
+#: format of ``state_dict()["muonlab"]`` (bump when the state layout changes)
+STATE_VERSION = 1
+NONFINITE = ("skip", "raise", "propagate")
 ALGORITHMS = ("orthogonal", "adamw")
 
 
@@ -57,6 +60,12 @@ class ChainOptimizer(Optimizer):
             ``DeviceMesh``; each rank then orthogonalizes only its share of the matrices. Not
             needed under FSDP2 (the mesh is read from the DTensor parameters); never with
             ``ZeroRedundancyOptimizer``. See docs/distributed.md.
+        nonfinite: policy for a step whose gradients hold NaN or Inf (checked over all gradients of
+            the step at once): ``"skip"`` (default) leaves every parameter and state tensor
+            bitwise unchanged, decided on the device with no host sync, and counts the step in
+            :attr:`skipped_steps`; ``"raise"`` raises ``FloatingPointError`` before anything
+            changes (one host sync per step); ``"propagate"`` does what torch.optim does (the
+            NaN enters the update and the state).
     """
 
     #: registry name of the preset (used in messages and tables)
@@ -69,8 +78,16 @@ class ChainOptimizer(Optimizer):
     default_algorithm: ClassVar[str] = "orthogonal"
 
     def __init__(
-        self, params: Iterable[Any], defaults: dict[str, Any], adamw_defaults: dict[str, Any], process_group: Any = None
+        self,
+        params: Iterable[Any],
+        defaults: dict[str, Any],
+        adamw_defaults: dict[str, Any],
+        process_group: Any = None,
+        nonfinite: str = "skip",
     ):
+        V.one_of("nonfinite", nonfinite, NONFINITE)
+        self._nonfinite = nonfinite
+        self._skipped: Tensor | None = None  # device counter of skipped steps
         self._adamw_defaults = dict(adamw_defaults)
         self._process_group = DM.as_process_group(process_group)
         if self.default_algorithm == "orthogonal":
@@ -196,9 +213,20 @@ class ChainOptimizer(Optimizer):
         self._check_gradients()
         buckets = [b for group in self.param_groups for b in self._buckets(group)]
         build_contexts(buckets)
+        ok = None if self._nonfinite == "propagate" else finite(buckets)
+        if ok is not None and self._nonfinite == "raise" and not bool(ok):  # the documented host sync
+            raise FloatingPointError(f"{type(self).__name__}: a gradient holds NaN or Inf (nonfinite='raise')")
+        gate = ok if self._nonfinite == "skip" else None
         for bucket in buckets:
-            self._step_bucket(bucket)
+            self._step_bucket(bucket, gate)
+        if gate is not None:
+            self._skipped = (~gate).long() if self._skipped is None else self._skipped + ~gate
         return loss
+
+    @property
+    def skipped_steps(self) -> int:
+        """Steps skipped for non-finite gradients (``nonfinite="skip"``). Reading it syncs with the device."""
+        return 0 if self._skipped is None else int(self._skipped)
 
     def _check_gradients(self) -> None:
         for group in self.param_groups:
@@ -250,7 +278,7 @@ class ChainOptimizer(Optimizer):
             ))
         return buckets
 
-    def _step_bucket(self, b: Bucket) -> None:
+    def _step_bucket(self, b: Bucket, gate: Tensor | None = None) -> None:
         params, group, shape, counts = b.params, b.group, b.local_shape, b.local_counts
         dtype = _compute_dtype(params[0])
         # (k, *shape), this rank's part. A single parameter's gradient is used as a view (stages
@@ -266,7 +294,7 @@ class ChainOptimizer(Optimizer):
         cache = self._stack_cache.setdefault(b.cache_key, {})
         stack = Stack(
             grad=G, update=G, group=group, step=None, param_states=[self.state[p] for p in params],
-            counts=counts, squeeze=b.squeeze, cache=cache, ctx=b.ctx,
+            counts=counts, squeeze=b.squeeze, cache=cache, ctx=b.ctx, gate=gate,
         )
         stack.param_shapes = [tuple(p.shape) for p in params]
         steps = stack.buffer("step", "")  # (k,) per-parameter step counters, on the device
@@ -275,6 +303,7 @@ class ChainOptimizer(Optimizer):
         for stage in b.chain:
             stage(stack)
         steps.add_(1)
+        stack.restore_if_skipped()
         self._write([DM.local(p) for p in params], counts, shape, stack)
 
     @staticmethod
@@ -282,6 +311,9 @@ class ChainOptimizer(Optimizer):
         """``W <- W * decay - step_size * update`` for every parameter of the stack."""
         U = stack.step_size * stack.update  # (k, *shape)
         decay = stack.decay
+        if stack.gate is not None:  # a skipped step writes W * 1 - 0 = W, bitwise
+            U = torch.where(stack.gate, U, 0.0)
+            decay = torch.where(stack.gate, torch.as_tensor(decay, dtype=U.dtype, device=U.device), 1.0)
         if all(p.dtype == U.dtype and p.is_contiguous() for p in params):
             # In place on views of the parameters: two foreach kernels, no stacking of W.
             Ws = [p.view(c, *shape) for p, c in zip(params, counts)]
@@ -303,12 +335,52 @@ class ChainOptimizer(Optimizer):
             p.copy_(w.reshape(p.shape))
 
     # ------------------------------------------------------------------ state
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Like :meth:`torch.optim.Optimizer.load_state_dict`, but keeps the state's own dtype.
+    def __getstate__(self) -> dict[str, Any]:
+        # copy.deepcopy, pickle and torch.save(opt): torch keeps only defaults, state and groups.
+        # The stack cache is rebuilt from the per-parameter state; a process group cannot be
+        # pickled, so a copy runs locally until it is given one again.
+        state = dict(super().__getstate__(), _adamw_defaults=self._adamw_defaults, _nonfinite=self._nonfinite,
+                     _skipped=self._skipped)
+        if getattr(self, "_process_group", None) is not None:
+            warnings.warn(f"{type(self).__name__}: the copy drops process_group and runs in local mode", stacklevel=2)
+        return state
 
-        torch casts floating state to the parameter dtype; muonlab keeps fp32 state for bf16
-        parameters, so the saved dtypes are restored after loading.
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._stack_cache = {}
+        self._process_group = None
+        self.__dict__.setdefault("_nonfinite", "skip")
+        self.__dict__.setdefault("_skipped", None)
+
+    def state_dict(self) -> dict[str, Any]:
+        """torch's state dict plus ``muonlab``: format version, optimizer class, group layout."""
+        sd = super().state_dict()
+        sd["muonlab"] = {"version": STATE_VERSION, "optimizer": type(self).__name__, "groups": self._layout()}
+        return sd
+
+    def _layout(self) -> list[tuple[str, int]]:
+        return [(g["algorithm"], len(g["params"])) for g in self.param_groups]
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Like :meth:`torch.optim.Optimizer.load_state_dict`, with checks, keeping the state's dtypes.
+
+        A state dict written by another optimizer class, a newer format or a different group
+        layout (algorithms and sizes) raises ``ValueError`` before anything changes. torch casts
+        floating state to the parameter dtype; muonlab keeps fp32 state for bf16 parameters, so the
+        saved dtypes are restored after loading.
         """
+        meta = state_dict.get("muonlab")
+        if meta is not None:
+            if meta.get("version", 0) > STATE_VERSION:
+                raise ValueError(f"state dict format version {meta['version']} is newer than this muonlab's {STATE_VERSION}")
+            if meta.get("optimizer") != type(self).__name__:
+                raise ValueError(f"state dict was saved by {meta.get('optimizer')}, not {type(self).__name__}")
+            if [tuple(g) for g in meta.get("groups", [])] != self._layout():
+                raise ValueError(
+                    f"state dict group layout {meta.get('groups')} (algorithm, parameters) does not match this "
+                    f"optimizer's {self._layout()}"
+                )
+            state_dict = {k: v for k, v in state_dict.items() if k != "muonlab"}
         saved = state_dict["state"]
         ids = [i for g in state_dict["param_groups"] for i in g["params"]]
         params = [p for g in self.param_groups for p in g["params"]]

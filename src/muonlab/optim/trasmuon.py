@@ -71,6 +71,9 @@ class TrasMuon(ChainOptimizer):
             ``adamw_weight_decay=weight_decay`` to keep the authors' shared values when you change them.
         process_group: DDP only: a ``ProcessGroup`` or 1-D ``DeviceMesh``; each rank then
             orthogonalizes its share of the matrices (docs/distributed.md). FSDP2 needs none.
+        nonfinite: what a step does when a gradient holds NaN or Inf: ``"skip"`` (default: nothing
+            changes, decided on the device; ``opt.skipped_steps`` counts), ``"raise"``
+            (``FloatingPointError``; syncs) or ``"propagate"`` (torch.optim's behaviour).
 
     References:
         Cheng, Zang, Li, Ma, Cui, Zhang, Chen, Jian, Tong, "TrasMuon: Trust-Region Adaptive Scaling for
@@ -114,6 +117,7 @@ class TrasMuon(ChainOptimizer):
         adamw_eps: float = 1e-8,
         adamw_weight_decay: float = 0.0,
         process_group: Any = None,
+        nonfinite: str = "skip",
     ):
         defaults = dict(
             lr=lr, momentum=momentum, nesterov=False, beta2=beta2, eps=eps, weight_decay=weight_decay,
@@ -125,7 +129,8 @@ class TrasMuon(ChainOptimizer):
             ns_steps=ns_steps, orthogonalizer=orthogonalizer, ns_dtype=ns_dtype, batch_3d=batch_3d,
         )
         super().__init__(
-            params, defaults, adamw_defaults(adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay), process_group
+            params, defaults, adamw_defaults(adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay), process_group,
+            nonfinite,
         )
 
     def validate_orthogonal(self, group: dict[str, Any]) -> None:

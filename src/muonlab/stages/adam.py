@@ -7,6 +7,8 @@ Matches ``torch.optim.AdamW`` operation for operation:
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .base import Stack
@@ -15,12 +17,15 @@ from .base import Stack
 def adam(stack: Stack) -> None:
     """Adam direction; state keys ``exp_avg`` and ``exp_avg_sq``. Group keys ``betas``, ``eps``."""
     beta1, beta2 = stack.group["betas"]
-    g = stack.update
     m = stack.buffer("exp_avg")
     v = stack.buffer("exp_avg_sq")
+    # Saturate g at C = sqrt(finfo.max) / 2 (fp32: 9.2e18) before both moments: g^2 then never
+    # overflows, and m and v saturate *together*, so m / sqrt(v) -- Adam's scale-invariant ratio --
+    # stays ~1 and a 1e30 gradient moves a weight by ~lr, not by 1e6 lr. Below C nothing changes.
+    C = math.sqrt(torch.finfo(m.dtype).max) / 2
+    g = stack.update.clamp(-C, C)
     m.lerp_(g, 1 - beta1)
-    # Clamp: g^2 overflows fp32 beyond |g| ~ 1.8e19; a saturated v keeps the step finite (no Inf state).
-    v.mul_(beta2).addcmul_(g, g, value=1 - beta2).clamp_(max=torch.finfo(v.dtype).max)
+    v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
     t = stack.per_item(stack.step)
     bias1 = 1 - torch.pow(beta1, t)
     bias2 = 1 - torch.pow(beta2, t)

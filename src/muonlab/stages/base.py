@@ -52,6 +52,8 @@ class Stack:
             rules that read more than the matrix view, e.g. NAMO's ``W.shape[:2]`` for conv).
         ctx: where the matrices live (:class:`~muonlab.stages.context.Local` by default); global
             statistics and the orthogonalizer go through it.
+        gate: 0-D bool tensor, False when this step is skipped (non-finite gradients): every state
+            buffer is then restored after the chain and the final write is the identity. None: no gate.
     """
 
     grad: Tensor
@@ -67,7 +69,9 @@ class Stack:
     cache: dict[str, tuple[Tensor, list[Tensor]]] = field(default_factory=dict)
     param_shapes: list[tuple[int, ...]] = field(default_factory=list)
     ctx: Local | None = None
+    gate: Tensor | None = None
     _hp: dict[str, Tensor] = field(default_factory=dict)
+    _snapshots: list[tuple[Tensor, Tensor]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.ctx is None:
@@ -149,4 +153,12 @@ class Stack:
                 offset += c
             self.cache[key] = (buf, views)
         self.state[key] = buf
+        if self.gate is not None:
+            self._snapshots.append((buf, buf.clone()))
         return buf
+
+    def restore_if_skipped(self) -> None:
+        """Put back every state buffer the chain touched if the step is skipped (no host sync)."""
+        for buf, before in self._snapshots:
+            torch.where(self.gate, buf, before, out=buf)
+        self._snapshots.clear()
