@@ -27,7 +27,6 @@ from torch import nn
 
 from muonlab.diagnostics._params import (
     LossFn,
-    TensorDict,
     Vector,
     as_dict,
     compute_dtype,
@@ -130,8 +129,8 @@ def self_check(
     truncation error is O(ε⁴). Its rounding floor is ``(16/3)·u·max|L_k| / ε²``, with ``u`` the
     machine epsilon of the dtype the loss comes back in; the default step
     ``ε = min(0.1, (u·(|L| + |vᵀHv|) / |vᵀHv|)^⅙)`` balances it against the truncation error, which
-    leaves about 1e-7 relative in fp64 and 1e-2 to 0.3 in fp32 on small networks. A ``loss_fn`` that casts
-    to fp32 itself (``logits.float()``) limits the difference to fp32: ``fd_bits`` then says 32.
+    leaves about 1e-7 relative in fp64 and 1e-2 to 0.3 in fp32 on small networks. A ``loss_fn``
+    that casts to fp32 itself (``logits.float()``) limits the difference to fp32 (``fd_bits`` 32).
 
     Cost: two HVPs and five forward passes (in fp64: one fp64 copy of the parameters).
 
