@@ -160,18 +160,18 @@ def route(
         ValueError: an unknown role or parameter name in ``roles``, a 1-D parameter routed ``hidden``,
             or an uninitialized lazy parameter.
     """
-    aliases: dict[int, list[str]] = {}
-    for name, p in model.named_parameters(remove_duplicate=False):
-        aliases.setdefault(id(p), []).append(name)
-    forced = _forced(model, roles or {})
-    owners: dict[int, list[tuple[str, nn.Module, str]]] = {}
-    for mod_name, module in model.named_modules(remove_duplicate=False):
-        for p_name, p in module.named_parameters(recurse=False):
-            owners.setdefault(id(p), []).append((mod_name, module, p_name))
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     for name, p in params:
         if isinstance(p, nn.parameter.UninitializedParameter):
             raise ValueError(f"param_groups: {name} is an uninitialized lazy parameter; run one forward pass first")
+    aliases: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        aliases.setdefault(id(p), []).append(name)
+    forced = _forced(model, roles or {})
+    owners: dict[int, list[tuple[nn.Module, str]]] = {}  # every module holding the tensor, registration order
+    for _, module in model.named_modules(remove_duplicate=False):
+        for p_name, p in module.named_parameters(recurse=False):
+            owners.setdefault(id(p), []).append((module, p_name))
 
     # rule 2 inputs: embedding parameters by module type and by the transformers convention
     inp = _model_module(model, "get_input_embeddings")
@@ -184,7 +184,11 @@ def route(
     emb_memory = [m for m in (_memory(q) for q in model.parameters() if id(q) in emb) if m is not None]
     out_mod = _model_module(model, "get_output_embeddings")
     head_ids = {id(q) for q in out_mod.parameters() if q.dim() >= 2} if out_mod is not None else set()
-    linears = [(n, m, d) for n, m in model.named_modules() if (d := linear_dims(m)) is not None]
+    # Linear-like modules outside the input embeddings (a Linear used as the input table is no head candidate)
+    inside_inp = {id(m) for m in inp.modules()} if inp is not None else set()
+    linears = [
+        (n, m, d) for n, m in model.named_modules() if (d := linear_dims(m)) is not None and id(m) not in inside_inp
+    ]
     for n, m in model.named_modules():
         if n in head or (linear_dims(m) is not None and n.rsplit(".", 1)[-1] in HEAD_NAMES):
             head_ids.update(id(q) for q in m.parameters(recurse=False) if q.dim() >= 2)
@@ -197,7 +201,7 @@ def route(
     routes: list[Route] = []
     raw: list[tuple[str, nn.Parameter, str]] = []
     for name, p in params:
-        mod_name, module, p_name = owners[id(p)][0]
+        module, p_name = owners[id(p)][0]
         others = [a for a in aliases[id(p)] if a != name]
         tied = f"; tied: also {', '.join(others)}" if others else ""
         if id(p) in forced:
@@ -275,14 +279,13 @@ def _output_projection(
     else:
         return routes  # a base model (embeddings, no head): its last Linear maps back to a hidden width
     weight = module._parameters["weight"]
-    return [
-        Route(r.name, r.param, role, note, unsure) if r.param is weight and r.role == "hidden" and r.note != OVERRIDE else r
-        for r in routes
-    ]
+    decide = [r.param is weight and r.role == "hidden" and r.note != OVERRIDE for r in routes]
+    return [Route(r.name, r.param, role, note, unsure) if d else r for r, d in zip(routes, decide)]
 
 
 def _flag_vocab(r: Route, vocab_warning: int) -> Route:
-    p = r.param
-    if r.role != "hidden" or r.note == OVERRIDE or max(p.shape[0], p[0].numel()) < vocab_warning:
+    rows = r.param.shape[0]
+    if r.role != "hidden" or r.note == OVERRIDE or max(rows, r.param.numel() // max(rows, 1)) < vocab_warning:
         return r
-    return r._replace(note=f"vocabulary-sized dimension (>= {vocab_warning}): an embedding or output head?", unsure=True)
+    note = f"vocabulary-sized dimension (>= {vocab_warning}): an embedding or output head?"
+    return r._replace(note=note, unsure=True)
