@@ -22,6 +22,7 @@ import muonlab
 SHAPES = [(34, 20), (34, 20), (20, 34), (16, 16), (16, 16), (16, 16), (8, 40), (3, 5)]
 COLS = (12, 8)  # sharded by columns under FSDP2 (Shard(1): even division over 2 and 4)
 EXPERTS = (3, 6, 4)  # batch_3d: 3 matrices 6 x 4, sharded over the matrices (2, 1) / (1, 1, 1, 0)
+CONV1D = (5, 12)  # stored (in, out), layout="in_out": FSDP2's Shard(0) splits the columns of W^T, unevenly
 ORTHOGONAL = ["muon", "namo", "namo-d", "adago", "trasmuon", "normuon", "adamuon"]
 TOL = 1e-12
 
@@ -36,11 +37,12 @@ class Net(torch.nn.Module):
         self.ws = torch.nn.ParameterList([P(*s) for s in SHAPES])
         self.cols = P(*COLS)
         self.experts = P(*EXPERTS)
+        self.c1d = P(*CONV1D)
         self.unused = P(6, 5)  # never in the loss: no gradient on any rank
         self.bias = P(7)
 
     def used(self) -> list[torch.nn.Parameter]:
-        return [*self.ws, self.cols, self.experts, self.bias]
+        return [*self.ws, self.cols, self.experts, self.c1d, self.bias]
 
     def forward(self, seed: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(seed)
@@ -56,6 +58,7 @@ def groups(model: Net) -> list[dict]:
     return [
         {"params": [*model.ws, model.cols, model.unused]},
         {"params": [model.experts], "batch_3d": True},
+        {"params": [model.c1d], "layout": "in_out"},
         {"params": [model.bias], "algorithm": "adamw"},
     ]
 
@@ -149,7 +152,7 @@ def counting_svd(X: torch.Tensor) -> torch.Tensor:
 def replicated(rank: int, world: int) -> None:
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    total = len(SHAPES) + 2 + EXPERTS[0]  # matrices per step: hidden, cols, unused, 3 experts
+    total = len(SHAPES) + 3 + EXPERTS[0]  # matrices per step: hidden, cols, unused, conv1d, 3 experts
     for name in ORTHOGONAL + ["adamw"]:
         model = Net()
         ddp = DDP(model, find_unused_parameters=True)
@@ -179,8 +182,8 @@ def replicated(rank: int, world: int) -> None:
         dist.all_gather(shares, mine)
         shares = [int(s) for s in shares]
         assert sum(shares) == total and max(shares) < total, f"{name}: orthogonalized per rank {shares}"
-        # One all_gather per stack (7 matrix shapes in the first group + the expert stack), nothing else.
-        assert counts == {"all_gather": 8}, f"{name}: collectives per step {counts}"
+        # One all_gather per stack (7 matrix shapes in the first group, experts, conv1d), nothing else.
+        assert counts == {"all_gather": 9}, f"{name}: collectives per step {counts}"
 
 
 def replicated_bf16(rank: int, world: int) -> None:
@@ -207,7 +210,7 @@ ALL_REDUCES = {
     "muon": (0, 0, 0), "namo": (1, 1, 0), "namo-d": (1, 1, 0), "adago": (1, 1, 0),
     "trasmuon": (2, 2, 1), "normuon": (1, 2, 0), "adamuon": (1, 1, 0),
 }
-ROW_STACKS, COL_STACKS = 6, 1  # (34,20) (20,34) (16,16) (8,40) (3,5) (6,5); (12,8)
+ROW_STACKS, COL_STACKS = 6, 2  # (34,20) (20,34) (16,16) (8,40) (3,5) (6,5); (12,8) and the conv1d (12,5)
 
 
 def fsdp_model(mesh) -> Net:
@@ -252,14 +255,33 @@ def sharded(rank: int, world: int) -> None:
         key = "exp_avg" if name == "adamw" else "momentum"
         assert isinstance(state[key], DTensor) and state[key].placements == model.ws[0].placements
         if name == "adamw":
-            assert counts == {}, counts
+            assert counts == {"all_reduce": 1}, counts  # the finite flag only
             continue
         r, c, g = ALL_REDUCES[name]
-        want = {"all_to_all": 2 * (ROW_STACKS + COL_STACKS), "all_reduce": r * ROW_STACKS + c * COL_STACKS}
+        # + 1 all_reduce per step: the ranks agree whether every gradient is finite (nonfinite="skip")
+        want = {"all_to_all": 2 * (ROW_STACKS + COL_STACKS), "all_reduce": r * ROW_STACKS + c * COL_STACKS + 1}
         if g:
             want["all_gather"] = g * COL_STACKS
         want = {k: v for k, v in want.items() if v}
         assert counts == want, f"{name}: collectives per step {counts}, expected {want}"
+
+
+def sharded_nonfinite(rank: int, world: int) -> None:
+    """A NaN in one rank's shard makes every rank skip the step: nothing changes anywhere."""
+    from torch.distributed.device_mesh import init_device_mesh
+
+    model = fsdp_model(init_device_mesh("cpu", (world,)))
+    opt = make("namo", groups(model))
+    model(rank).backward()
+    opt.step()
+    before = [p.to_local().clone() for p in model.parameters()]
+    opt.zero_grad()
+    model(7 + rank).backward()
+    if rank == world - 1:
+        model.ws[0].grad.to_local().view(-1)[0] = float("nan")
+    opt.step()
+    assert all(torch.equal(p.to_local(), q) for p, q in zip(model.parameters(), before))
+    assert opt.skipped_steps == 1
 
 
 def hsdp(rank: int, world: int) -> None:

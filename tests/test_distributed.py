@@ -49,7 +49,7 @@ def test_replicated_equals_one_process(world, tmp_path):
 @pytest.mark.parametrize("world", [2, 4])
 def test_sharded_equals_one_process(world, tmp_path):
     """FSDP2 (uneven, empty and column shards, batch-sharded experts, a missing gradient): exact; collectives as designed."""
-    C.spawn(C.sharded, world, str(tmp_path))
+    C.spawn(C._sequence, world, str(tmp_path), (C.sharded, C.sharded_nonfinite))
 
 
 @pytest.mark.distributed

@@ -206,3 +206,40 @@ def test_state_dict_is_versioned_and_checked():
     fresh = muonlab.NAMO(groups)
     fresh.load_state_dict(sd)  # the matching class and layout load fine
     assert _same_state(_state(fresh), _state(namo))
+
+
+# ----------------------------------------------------------------------------- layouts
+@pytest.mark.parametrize("cls,kwargs", [p for p in INFOS if p.id != "adamw"])
+def test_in_out_layout_gets_the_update_of_its_linear_twin(cls, kwargs):
+    """A weight stored (in, out) with layout='in_out' (transformers' Conv1D) steps exactly as W^T of nn.Linear, fp64."""
+    g = torch.Generator().manual_seed(0)
+    lin = [torch.nn.Parameter(torch.randn(12, 5, generator=g, dtype=torch.float64)) for _ in range(2)]
+    conv1d = [torch.nn.Parameter(w.detach().t().clone()) for w in lin]  # (in, out) storage
+    kw = dict(kwargs, orthogonalizer="svd")
+    opt_lin = cls([{"params": lin}], **kw)
+    opt_c1d = cls([{"params": conv1d, "layout": "in_out"}], **kw)
+    for t in range(5):
+        grads = [torch.randn(12, 5, generator=g, dtype=torch.float64) for _ in lin]
+        _step(opt_lin, lin, grads)
+        _step(opt_c1d, conv1d, [G.t().contiguous() for G in grads])
+    for a, b in zip(lin, conv1d):
+        torch.testing.assert_close(b.detach().t(), a.detach(), rtol=0, atol=1e-12)
+    assert "(W^T)" in opt_c1d.describe() and "5x12" in opt_c1d.describe()
+
+
+def test_in_out_layout_is_validated():
+    """layout must be 'out_in' or 'in_out', and 'in_out' only for 2-D weights."""
+    with pytest.raises(ValueError, match="layout='sideways'"):
+        muonlab.Muon([{"params": [torch.nn.Parameter(torch.randn(4, 3))], "layout": "sideways"}])
+    with pytest.raises(ValueError, match="needs 2-D"):
+        muonlab.Muon([{"params": [torch.nn.Parameter(torch.randn(4, 3, 2))], "layout": "in_out"}])
+
+
+def test_skip_never_feeds_nan_to_the_orthogonalizer():
+    """With nonfinite='skip' an exact-SVD orthogonalizer (which raises on NaN) sees only finite input."""
+    params, groups = _problem()
+    opt = muonlab.Muon(groups, orthogonalizer="svd")
+    grads = _grads(params, 0)
+    grads[0][0, 0] = math.nan
+    _step(opt, params, grads)
+    assert opt.skipped_steps == 1

@@ -102,12 +102,12 @@ def finite(buckets: list[Bucket]) -> Tensor | None:
     if not grads:
         return None
     device = grads[0].device
-    peaks = torch.stack([x.to(device) for x in torch._foreach_norm(grads, ord=math.inf)])
-    ok = torch.isfinite(peaks).all()
+    grads = [g for g in grads if g.numel()]  # empty shards: max-abs has no identity
+    peaks = [x.to(device) for x in torch._foreach_norm(grads, ord=math.inf)] if grads else []
+    ok = torch.isfinite(torch.stack(peaks)).all() if peaks else torch.ones((), dtype=torch.bool, device=device)
     groups = {}
     for b in buckets:
-        g = b.sharding.group if b.sharding is not None else None
-        if g is not None:
+        for g in b.sharding.shard_groups() if b.sharding is not None else ():
             groups.setdefault(group_ranks(g), g)
     if groups:
         bad = (~ok).to(torch.float32).reshape(1)

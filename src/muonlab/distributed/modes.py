@@ -89,6 +89,11 @@ class Sharding:
     def group(self) -> dist.ProcessGroup | None:
         return None if self.mesh_dim is None else self.mesh.get_group(self.mesh_dim)
 
+    def shard_groups(self) -> list[dist.ProcessGroup]:
+        """The process group of every mesh dim that splits this parameter (its ranks hold different parts)."""
+        Shard = dtensor_module().Shard
+        return [self.mesh.get_group(i) for i, pl in enumerate(self.placements) if isinstance(pl, Shard)]
+
     @property
     def matrix_dim(self) -> int | None:
         return {"rows": -2, "cols": -1}.get(self.kind)
@@ -97,9 +102,10 @@ class Sharding:
         return (self.kind, id(self.mesh), self.placements)
 
 
-def sharding_of(p: Tensor, algorithm: str, batch_3d: bool) -> Sharding:
+def sharding_of(p: Tensor, group: dict[str, Any], batch_3d: bool) -> Sharding:
     """Classify a DTensor parameter; raise ``NotImplementedError`` for layouts v1 does not support."""
     Replicate, Shard = dtensor_module().Replicate, dtensor_module().Shard
+    algorithm = group["algorithm"]
     placements = tuple(p.placements)
     for pl in placements:
         if not isinstance(pl, (Shard, Replicate)):
@@ -122,6 +128,8 @@ def sharding_of(p: Tensor, algorithm: str, batch_3d: bool) -> Sharding:
     d = pl.dim % p.dim()
     if batch_3d and p.dim() == 3:
         kind = {0: "batch", 1: "rows", 2: "cols"}[d]
+    elif group.get("layout", "out_in") == "in_out":  # stored (in, out): dim 0 holds the columns
+        kind = {0: "cols", 1: "rows"}[d]
     else:
         kind = {0: "rows", 1: "cols"}.get(d)
     if kind is None:
@@ -152,7 +160,7 @@ def resolve(group: dict[str, Any], process_group: dist.ProcessGroup | None) -> s
         return "replicated" if process_group is not None else "local"
     batch_3d = bool(group.get("batch_3d", False))
     for p in params:
-        s = sharding_of(p, group["algorithm"], batch_3d)
+        s = sharding_of(p, group, batch_3d)
         if process_group is not None and s.group is not None and group_ranks(s.group) != group_ranks(process_group):
             raise ValueError(
                 f"process_group (ranks {group_ranks(process_group)}) does not match the shard mesh of a DTensor "

@@ -188,13 +188,16 @@ class ChainOptimizer(Optimizer):
             for name, p in zip(names, group["params"]):
                 where = mode
                 if mode == "sharded":
-                    where += " " + DM.sharding_of(p, group["algorithm"], bool(group.get("batch_3d", False))).kind
+                    where += " " + DM.sharding_of(p, group, bool(group.get("batch_3d", False))).kind
                 view, count, _ = self.matrix_view(p, group)
                 eff = group["lr"]
                 if group["algorithm"] != "adamw" and "adjust_lr" in group:
                     eff *= shape_factor(view[0], view[1], group["adjust_lr"])
+                view_text = ("%dx" % count if count > 1 else "") + "x".join(map(str, view))
+                if group["algorithm"] != "adamw" and group.get("layout", "out_in") == "in_out":
+                    view_text += " (W^T)"
                 rows.append((
-                    name, "x".join(map(str, p.shape)), ("%dx" % count if count > 1 else "") + "x".join(map(str, view)),
+                    name, "x".join(map(str, p.shape)), view_text,
                     group["algorithm"], f"{group['lr']:.3g}", f"{eff:.3g}", f"{group['weight_decay']:.3g}", where,
                 ))
         widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
@@ -246,7 +249,16 @@ class ChainOptimizer(Optimizer):
             return tuple(p.shape), 1, True
         if p.dim() == 3 and group.get("batch_3d", False):
             return (p.shape[1], p.shape[2]), p.shape[0], False
+        if group.get("layout", "out_in") == "in_out":  # stored (in, out), e.g. transformers' Conv1D
+            return (p.shape[1], p.shape[0]), 1, True
         return (p.shape[0], math.prod(p.shape[1:])), 1, True
+
+    @staticmethod
+    def as_matrices(t: Tensor, group: dict[str, Any], count: int, shape: tuple[int, ...]) -> Tensor:
+        """``t`` (a parameter, its gradient or its shard) as ``(count, *shape)``; a view when ``t`` is contiguous."""
+        if group["algorithm"] != "adamw" and group.get("layout", "out_in") == "in_out":
+            return t.t().unsqueeze(0)
+        return t.reshape(count, *shape)
 
     def _buckets(self, group: dict[str, Any]) -> list[Bucket]:
         """The group's parameters bucketed by matrix view, dtype, device (and DTensor layout).
@@ -262,7 +274,7 @@ class ChainOptimizer(Optimizer):
         for p in group["params"]:
             if p.grad is None and mode == "local":
                 continue
-            sharding = DM.sharding_of(p, group["algorithm"], batch_3d) if mode == "sharded" else None
+            sharding = DM.sharding_of(p, group, batch_3d) if mode == "sharded" else None
             key = (self.matrix_view(p, group)[0], p.dtype, p.device, sharding.key() if sharding else None)
             members.setdefault(key, []).append((p, sharding))
         buckets = []
@@ -285,10 +297,12 @@ class ChainOptimizer(Optimizer):
         # never write into stack.grad); several are concatenated. p.grad itself is never modified.
         grads = [
             torch.zeros((c, *shape), dtype=dtype, device=DM.local(p).device) if p.grad is None
-            else DM.local(p.grad).reshape(c, *shape)
+            else self.as_matrices(DM.local(p.grad), group, c, shape)
             for p, c in zip(params, counts)
         ]
         G = (grads[0] if len(grads) == 1 else torch.cat(grads)).to(dtype)
+        if gate is not None:  # a skipped step runs the chain on zeros: no stage (an SVD, say) sees a NaN
+            G = torch.where(gate, G, 0.0)
         # One cache per bucket: when the set of parameters with gradients changes, the stacks are
         # rebuilt from the per-parameter state and replace the old ones (nothing stale is kept).
         cache = self._stack_cache.setdefault(b.cache_key, {})
@@ -316,7 +330,7 @@ class ChainOptimizer(Optimizer):
             decay = torch.where(stack.gate, torch.as_tensor(decay, dtype=U.dtype, device=U.device), 1.0)
         if all(p.dtype == U.dtype and p.is_contiguous() for p in params):
             # In place on views of the parameters: two foreach kernels, no stacking of W.
-            Ws = [p.view(c, *shape) for p, c in zip(params, counts)]
+            Ws = [ChainOptimizer.as_matrices(p, stack.group, c, shape) for p, c in zip(params, counts)]
             if isinstance(decay, Tensor):
                 if decay.numel() == 1:
                     torch._foreach_mul_(Ws, decay.reshape(()))
@@ -329,10 +343,11 @@ class ChainOptimizer(Optimizer):
             torch._foreach_sub_(Ws, list(U.split(counts)))
             return
         # Mixed precision (e.g. bf16 parameters): compute in the fp32 stack, round once.
-        W = torch.cat([p.reshape(c, *shape) for p, c in zip(params, counts)]).to(U.dtype)
-        W = W * decay - U
+        W = torch.cat([ChainOptimizer.as_matrices(p, stack.group, c, shape) for p, c in zip(params, counts)])
+        W = W.to(U.dtype) * decay - U
+        transposed = stack.group["algorithm"] != "adamw" and stack.group.get("layout", "out_in") == "in_out"
         for p, w in zip(params, W.split(counts)):
-            p.copy_(w.reshape(p.shape))
+            p.copy_(w[0].t() if transposed else w.reshape(p.shape))
 
     # ------------------------------------------------------------------ state
     def __getstate__(self) -> dict[str, Any]:

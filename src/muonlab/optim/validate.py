@@ -66,6 +66,11 @@ def positive_int(name: str, value: Any) -> None:
         raise ValueError(f"{name}={value!r}: expected an integer >= 1")
 
 
+#: how a 2-D weight stores its matrix: ``"out_in"`` (nn.Linear, default) or ``"in_out"``
+#: (transformers' Conv1D: ``y = x @ W``), which is orthogonalized and scaled as ``W^T``.
+LAYOUTS = ("out_in", "in_out")
+
+
 def common_orthogonal(group: dict[str, Any]) -> None:
     """Checks shared by every orthogonalized preset (only for the keys the group has)."""
     # Imported here: validate is used by the shell, which sits above stages/orth.
@@ -83,6 +88,12 @@ def common_orthogonal(group: dict[str, Any]) -> None:
         positive_int("ns_steps", group["ns_steps"])
     if "adjust_lr" in group:
         one_of("adjust_lr", group["adjust_lr"], ADJUST_LR)
+    if "layout" in group:
+        one_of("layout", group["layout"], LAYOUTS)
+        if group["layout"] == "in_out":
+            for p in group.get("params", []):
+                if getattr(p, "dim", lambda: 2)() != 2:
+                    raise ValueError(f"layout='in_out' needs 2-D parameters (in, out), got shape {tuple(p.shape)}")
     if "momentum_form" in group:
         one_of("momentum_form", group["momentum_form"], ("ema", "sum"))
     if "ns_dtype" in group:
