@@ -57,7 +57,8 @@ def param_groups(
     """Param groups for any muonlab optimizer: hidden matrices orthogonalized, the rest AdamW.
 
     One group per role that occurs (``hidden``, ``embedding``, ``head``, ``vector``, ``first_conv``,
-    ``depthwise_conv``), each with ``algorithm``, ``role`` and ``param_names``. ``lr`` /
+    ``depthwise_conv``), each with ``algorithm``, ``role`` and ``param_names``; hidden weights stored
+    ``(in, out)`` (transformers' ``Conv1D``) get a second ``hidden`` group with ``layout="in_out"``. ``lr`` /
     ``weight_decay`` are set on the orthogonal group and ``adamw_lr`` / ``adamw_weight_decay`` on the
     AdamW groups when given (otherwise the optimizer's defaults apply). 1-D parameters (gains,
     biases) get ``weight_decay=0``.
@@ -90,12 +91,19 @@ def param_groups(
         >>> opt = muonlab.Muon(groups, lr=0.02, adamw_lr=3e-4)
     """
     routes = route(model, head, roles, vocab_warning)
-    groups: dict[str, dict[str, Any]] = {}
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
     for r in routes:
-        g = groups.setdefault(r.role, {"params": [], "param_names": [], "algorithm": ROLES[r.role], "role": r.role})
+        # Weights stored (in, out) (transformers' Conv1D) get a group of their own with layout="in_out",
+        # so the optimizer orthogonalizes, scales and normalizes W^T, the (out, in) matrix.
+        layout = r.layout if ROLES[r.role] == "orthogonal" else "out_in"
+        g = groups.setdefault(
+            (r.role, layout), {"params": [], "param_names": [], "algorithm": ROLES[r.role], "role": r.role}
+        )
+        if layout != "out_in":
+            g["layout"] = layout
         g["params"].append(r.param)
         g["param_names"].append(r.name)
-    for role, g in groups.items():
+    for (role, _), g in groups.items():
         if g["algorithm"] == "orthogonal":
             _set(g, "lr", lr)
             _set(g, "weight_decay", weight_decay)
@@ -103,7 +111,7 @@ def param_groups(
             _set(g, "lr", adamw_lr)
             _set(g, "weight_decay", 0.0 if role == "vector" else adamw_weight_decay)
     _check_routed_once(model, groups.values())
-    out = [groups[r] for r in ROLES if r in groups]
+    out = [groups[key] for r in ROLES for key in sorted(k for k in groups if k[0] == r)]
     notes = {r.name: ("? " if r.unsure else "") + r.note for r in routes if r.note or r.unsure}
     if verbose:
         print(format_table(out, notes))

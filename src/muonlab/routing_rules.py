@@ -78,6 +78,7 @@ class Route(NamedTuple):
     role: str
     note: str = ""
     unsure: bool = False
+    layout: str = "out_in"  # "in_out": the weight is stored (in, out) and is orthogonalized as W^T
 
 
 def linear_dims(module: nn.Module) -> tuple[int, int] | None:
@@ -225,8 +226,10 @@ def route(
             else:
                 routes.append(Route(name, p, "hidden"))
         elif p_name == "weight" and linear_dims(module) is not None:
-            note = "Conv1D, stored (in, out)" if type(module).__name__ == "Conv1D" else ""
-            routes.append(Route(name, p, "hidden", note))
+            if type(module).__name__ == "Conv1D":
+                routes.append(Route(name, p, "hidden", "Conv1D, stored (in, out): layout in_out", layout="in_out"))
+            else:
+                routes.append(Route(name, p, "hidden"))
         elif _composite_matrix(module, p_name):
             routes.append(Route(name, p, "hidden", type(module).__name__))
         else:
