@@ -7,6 +7,8 @@
 * ``curvature ...``: the curvature diagnostics (``muonlab.bench.curvature``), imported lazily.
 * ``perf [--nproc W1,W2,...] ...``: optimizer step time, one process (``muonlab.perf``) or, with
   ``--nproc``, on W gloo ranks per world size (``muonlab.perf_dist``); other options pass through.
+* ``probes [--optimizers a,b] [--json]``: the failure probes (``muonlab.probes``), optimizers x
+  probes, ✓ / ✗ with the reason of each failure; exit status 1 if any failed.
 
 Configuration errors are printed without a traceback and exit with status 2.
 
@@ -83,15 +85,42 @@ def cmd_perf(args: argparse.Namespace, rest: Sequence[str]) -> int:
     return 0
 
 
+def _add_probes(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("probes", help="pass/fail problems that catch silent optimizer failures",
+                       description="Run the failure probes (docs/reliability.md) on the registered optimizers; "
+                                   "exit status 1 if any probe fails.")
+    p.add_argument("--optimizers", default=None, metavar="A,B,...",
+                   help="probe only these registered optimizers (comma separated; default: all)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+
+
+def cmd_probes(args: argparse.Namespace) -> int:
+    from muonlab.probes import run_probes
+    from muonlab.probes.report import print_results, to_json
+
+    names = [s.strip() for s in args.optimizers.split(",") if s.strip()] if args.optimizers else None
+    try:
+        results = run_probes(names)
+    except ValueError as exc:  # an unknown optimizer name
+        print(f"muonlab probes: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    if args.json:
+        print(to_json(results))
+    else:
+        print_results(results)
+    return 0 if all(r.passed for r in results) else 1
+
+
 def build_parser(load_curvature: bool = True) -> argparse.ArgumentParser:
     """The ``muonlab`` argument parser (``load_curvature``: import the curvature subcommand's options)."""
     parser = argparse.ArgumentParser(prog="muonlab", description="Muon-family optimizers: benchmarks and "
                                      "curvature diagnostics.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{bench,list,curvature,perf}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{bench,list,curvature,perf,probes}")
     _add_bench(sub)
     sub.add_parser("list", help="registered optimizers and tasks, shipped configs")
     _add_curvature(sub, load_curvature)
     _add_perf(sub)
+    _add_probes(sub)
     return parser
 
 
@@ -139,6 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_bench(args, argv)
     if args.command == "list":
         return cmd_list()
+    if args.command == "probes":
+        return cmd_probes(args)
     if getattr(args, "_curvature_missing", False):
         print("muonlab curvature: the curvature diagnostics (muonlab.bench.curvature) are not installed "
               "in this version yet.", file=sys.stderr)
