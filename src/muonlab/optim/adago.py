@@ -108,6 +108,7 @@ class AdaGO(ChainOptimizer):
             raise ValueError(f"gamma={group['gamma']!r}: expected a finite clip (use a large value to disable)")
         V.positive_or_zero("eps", group["eps"])
         V.positive_or_zero("v0", group["v0"])
+        V.decoupled_decay(group)
 
 
 register(

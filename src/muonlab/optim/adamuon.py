@@ -96,6 +96,7 @@ class AdaMuon(ChainOptimizer):
         super().validate_orthogonal(group)
         V.positive_or_zero("eps", group["eps"])
         V.boolean("sign_before_orth", group["sign_before_orth"])
+        V.decoupled_decay(group)
 
 
 register(

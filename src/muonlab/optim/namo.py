@@ -114,6 +114,10 @@ class NAMO(ChainOptimizer):
         V.positive_or_zero("scale_coeff", group["scale_coeff"])
         V.one_of("variant", group["variant"], VARIANTS)
         V.one_of("conv_shape", group["conv_shape"], CONV_SHAPES)
+        if group["variant"] == "paper":  # decay 1 - alpha wd, alpha = lr at the first step
+            V.decoupled_decay(group)
+        elif not isinstance(self, NAMOD):  # official decay 1 - wd min(alpha, 1) (NAMO-D floors it at 0)
+            V.unit_interval("weight_decay", group["weight_decay"], closed_right=True)
         if group.get("momentum_form", "ema") != "ema":
             raise ValueError(f"momentum_form={group['momentum_form']!r}: NAMO's norm ratio needs 'ema'")
 

@@ -110,6 +110,7 @@ class NorMuon(ChainOptimizer):
         V.unit_interval("beta2", group["beta2"])
         V.positive_or_zero("eps", group["eps"])
         V.one_of("variant", group["variant"], VARIANTS)
+        V.decoupled_decay(group)
 
 
 register(

@@ -12,13 +12,15 @@ from typing import Any
 import torch
 
 from .. import stages as S
+from . import validate as V
 from .registry import register
 from .shell import ChainOptimizer
 
 
 def adamw_defaults(lr: float, betas: tuple[float, float], eps: float, weight_decay: float) -> dict[str, Any]:
     """Hyperparameters of the AdamW groups of a preset."""
-    return {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay}
+    # Only a list becomes a tuple: anything else reaches the validator as given, so its error shows it.
+    return {"lr": lr, "betas": tuple(betas) if isinstance(betas, list) else betas, "eps": eps, "weight_decay": weight_decay}
 
 
 class Muon(ChainOptimizer):
@@ -99,6 +101,11 @@ class Muon(ChainOptimizer):
             params, defaults, adamw_defaults(adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay), process_group,
             nonfinite,
         )
+
+    def validate_orthogonal(self, group: dict[str, Any]) -> None:
+        """The common checks, and a decay factor ``1 - lr * weight_decay`` in ``[0, 1]``."""
+        super().validate_orthogonal(group)
+        V.decoupled_decay(group)
 
 
 class AdamW(ChainOptimizer):

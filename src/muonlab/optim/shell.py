@@ -164,8 +164,9 @@ class ChainOptimizer(Optimizer):
         if group["algorithm"] == "adamw":
             V.positive_or_zero("lr", group["lr"])
             V.betas("betas", group["betas"])
-            V.positive_or_zero("eps", group["eps"])
+            V.divisor_eps("eps", group["eps"])
             V.positive_or_zero("weight_decay", group["weight_decay"])
+            V.decoupled_decay(group)
         else:
             self.validate_orthogonal(group)
 

@@ -150,9 +150,8 @@ class TrasMuon(ChainOptimizer):
         V.unit_interval("sf_mix", group["sf_mix"], closed_right=True)
         V.positive_int("col_gate_every", group["col_gate_every"])
         V.positive_int("col_gate_min_in", group["col_gate_min_in"])
-        warmup = group["warmup_steps"]
-        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-            raise ValueError(f"warmup_steps={warmup!r}: expected an integer >= 0")
+        V.integer("warmup_steps", group["warmup_steps"], 0)
+        V.decoupled_decay(group)
         for key in ("col_gate_enabled", "use_energy_trigger", "sf_enabled", "sf_exclude_warmup"):
             V.boolean(key, group[key])
         if group["orthogonalizer"] == "you" and group["ns_steps"] > len(orth.YOU):

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 from .base import Stack
 from .normuon import frobenius
 from .orthogonalize import sign
@@ -43,6 +45,8 @@ def normalize_elements(stack: Stack) -> None:
     m, n = stack.shape[-2:]
     V = stack.buffer("adamuon.v")
     V.mul_(beta).addcmul_(O, O, value=1 - beta)
-    U = O / (V.sqrt() + eps)
+    # V_ij = 0 only where O_ij = 0: the clamp turns that 0 / 0 (eps = 0) into 0 / tiny = 0, in place.
+    U = O / (V.sqrt() + eps).clamp_min_(torch.finfo(V.dtype).tiny)
     (norm,) = frobenius(stack, U)
-    stack.update = U * (MATCHED_ADAMW_RMS * math.sqrt(m * n) / (norm + eps))
+    scale = MATCHED_ADAMW_RMS * math.sqrt(m * n) / (norm + eps)
+    stack.update = U * torch.where(norm + eps > 0, scale, 0.0)

@@ -42,8 +42,10 @@ def divide_rows(stack: Stack, key: str, beta2: float, eps: float, axes: str) -> 
     v = stack.buffer(key, axes).view(stack.k, m_local, 1)
     (row_ss,) = stack.sums((O.square(), -1))  # (k, m): sum of squares of each output row
     v.mul_(beta2).add_(row_ss.unsqueeze(-1), alpha=(1 - beta2) / n)  # mean over the n columns
-    # eps OUTSIDE the square root (both official codes); a zero row stays zero.
-    return O / (v.sqrt() + eps)
+    # eps OUTSIDE the square root (both official codes); a zero row stays zero, also with eps = 0
+    # (v_i = 0 only if row i of O is zero: 0 / 1, not 0 / 0; the guard is on the small (k, m, 1) tensor).
+    den = v.sqrt() + eps
+    return O / torch.where(den > 0, den, 1.0)
 
 
 def normalize_rows(stack: Stack) -> None:
@@ -67,4 +69,4 @@ def normalize_rows(stack: Stack) -> None:
         target, norm = frobenius(stack, O, U)  # (k, 1, 1) each, one reduction
     else:
         target, (norm,) = MATCHED_ADAMW_RMS * math.sqrt(m * n), frobenius(stack, U)
-    stack.update = U * (target / (norm + eps))
+    stack.update = U * torch.where(norm + eps > 0, target / (norm + eps), 0.0)  # a zero matrix, eps = 0: 0
