@@ -19,8 +19,10 @@ from .shell import ChainOptimizer
 
 def adamw_defaults(lr: float, betas: tuple[float, float], eps: float, weight_decay: float) -> dict[str, Any]:
     """Hyperparameters of the AdamW groups of a preset."""
-    # Only a list becomes a tuple: anything else reaches the validator as given, so its error shows it.
-    return {"lr": lr, "betas": tuple(betas) if isinstance(betas, list) else betas, "eps": eps, "weight_decay": weight_decay}
+    # Only a pair given as a list becomes a tuple: anything else reaches the validator as given, so
+    # its error shows it.
+    pair = tuple(betas) if isinstance(betas, list) and len(betas) == 2 else betas
+    return {"lr": lr, "betas": pair, "eps": eps, "weight_decay": weight_decay}
 
 
 class Muon(ChainOptimizer):
