@@ -3,8 +3,9 @@
 Every collective of ``step()`` goes through here, so a test (or ``muonlab perf``) can count calls
 and bytes per step and compare them with the cost model in ``docs/distributed.md``. Bytes are the
 payload each rank hands to the collective (``all_reduce``: the buffer; ``all_gather``: the local
-input; ``all_to_all``: the local input minus the part a rank keeps for itself); ring algorithms then
-move about ``2x`` (all_reduce) or ``1x`` (the others) of that over the wire.
+input; ``all_to_all``: the local input minus the part a rank keeps for itself). What a rank sends under
+ring algorithms is then ``2 (W - 1) / W`` of that (all_reduce), ``W - 1`` times it (all_gather) or
+exactly it (all_to_all).
 """
 
 from __future__ import annotations
