@@ -169,7 +169,8 @@ def test_property_scale_invariance(X, k, name):
 def test_available_names():
     """available() lists every documented name."""
     assert orth.available() == sorted(
-        ["newton_schulz", "jordan", "you", "polar_express", "polar_express_dion", "cubic", "gram_newton_schulz", "svd"]
+        ["newton_schulz", "jordan", "you", "polar_express", "polar_express_dion", "cubic", "gram_newton_schulz", "svd",
+         "turbo_muon", "aol"]
     )
 
 

@@ -4,6 +4,7 @@ Kernels:
     * :func:`newton_schulz` -- odd quintic iteration with a per-step coefficient schedule
       ("jordan", "you", "polar_express", "polar_express_dion", "cubic", or your own list).
     * :func:`gram_newton_schulz` -- the same iteration run on the small Gram matrix.
+    * :func:`aol_newton_schulz` -- Turbo-Muon: AOL row scaling instead of Frobenius normalisation.
     * :func:`svd_polar` -- exact polar factor by SVD (reference).
     * :func:`polar_express_coefficients` -- the Polar Express minimax schedule generator.
 
@@ -16,6 +17,7 @@ References:
     Zhang, Amsel, Chen, Dao, "Gram Newton-Schulz" (2026), https://github.com/Dao-AILab/gram-newton-schulz.
 """
 
+from muonlab.orth.aol import TURBO_STEPS, aol_newton_schulz, turbo_coefficients
 from muonlab.orth.gram import default_restarts, gram_newton_schulz
 from muonlab.orth.polar_express import PAPER_CUSHION, optimal_quintic, polar_express_coefficients
 from muonlab.orth.polynomial import newton_schulz
@@ -42,8 +44,10 @@ __all__ = [
     "POLAR_EXPRESS_DION",
     "POLAR_EXPRESS_RAW",
     "SCHEDULES",
+    "TURBO_STEPS",
     "YOU",
     "Orthogonalizer",
+    "aol_newton_schulz",
     "apply_safety",
     "available",
     "default_restarts",
@@ -53,4 +57,5 @@ __all__ = [
     "polar_express_coefficients",
     "resolve",
     "svd_polar",
+    "turbo_coefficients",
 ]

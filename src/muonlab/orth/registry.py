@@ -16,6 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from muonlab.orth.aol import aol_newton_schulz
 from muonlab.orth.gram import default_restarts, gram_newton_schulz
 from muonlab.orth.polynomial import newton_schulz
 from muonlab.orth.svd import svd_polar
@@ -37,6 +38,11 @@ def _gram(X: Tensor, steps: int = 5, dtype: torch.dtype | None = None) -> Tensor
     return gram_newton_schulz(X, "you", steps, restarts=default_restarts(steps), dtype=dtype)
 
 
+def _aol(X: Tensor, steps: int = 5, dtype: torch.dtype | None = None) -> Tensor:
+    """aol_newton_schulz(X, steps, dtype=dtype): Turbo-Muon (the last ``steps`` of You's list; use 4 steps)."""
+    return aol_newton_schulz(X, steps, dtype=dtype)
+
+
 def _svd(X: Tensor, steps: int = 5, dtype: torch.dtype | None = None) -> Tensor:
     """svd_polar(X); ``steps`` and ``dtype`` are ignored (the SVD runs in fp32/fp64)."""
     del steps, dtype
@@ -51,6 +57,8 @@ _REGISTRY: dict[str, Orthogonalizer] = {
     "polar_express_dion": _ns("polar_express_dion"),
     "cubic": _ns("cubic"),
     "gram_newton_schulz": _gram,
+    "turbo_muon": _aol,  # AOL-preconditioned NS (Boissin et al., arXiv 2512.04632)
+    "aol": _aol,
     "svd": _svd,
 }
 
