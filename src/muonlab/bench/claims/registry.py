@@ -1,0 +1,170 @@
+"""The claims re-measured by ``muonlab bench claims``, and the experiments they run on.
+
+Every experiment uses four seeds: seed 0 runs the lr sweep, seeds 1-3 rerun the best lr, and the
+verdicts use **only seeds 1-3** (the sweep seed chose the lr, so its result is optimistically biased).
+All arms of an experiment share each seed's model initialisation and data order, so comparisons
+are paired by seed. Grids are x3 (x~3.3) apart and centred on the best lr of the earlier ``text`` /
+``demo`` runs (docs/BENCHMARKS.md); a best lr on a grid edge extends the grid (``run.py``).
+
+Sizes (full run, about 30-45 minutes on 2 CPU cores in all): ``text`` = the shipped ``text`` config
+(byte-level GPT 2 x 64, context 128, 500 steps); ``text-short`` = context 64, 300 steps; ``zipf`` =
+the ``demo`` config's task; ``image`` = the 8x8 digits CNN, 600 steps; ``regression`` = the shipped
+``regression`` config.
+
+References (papers; the claims are quoted from their abstracts):
+    NAMO / NAMO-D: arXiv 2602.17080. AdaGO: arXiv 2509.02981. TrasMuon: arXiv 2602.13498.
+    NorMuon: arXiv 2510.05491. AdaMuon: arXiv 2507.11005. Muon: Jordan et al. (2024),
+    https://kellerjordan.github.io/posts/muon/. Polar Express: Amsel et al., arXiv 2505.16932.
+    NAMO weight decay as implemented by the authors vs AdamW-style: minxin-zhg/namo issues #1, #3.
+"""
+
+from __future__ import annotations
+
+from muonlab.bench.claims.spec import Arm, Claim, Comparison, Experiment
+
+SEEDS = [0, 1, 2, 3]
+BEST_ADAMW = "best:adamw"  # the AdamW part of every hybrid: AdamW's own best lr (as in the shipped configs)
+
+_GPT_QUICK = {"steps": 40, "eval_every": 10, "task": {"n_layer": 1, "n_embd": 32, "block_size": 32,
+                                                      "batch_size": 8}}
+_GPT_TINY = {"steps": 4, "eval_every": 2, "task": {"n_embd": 16, "n_head": 2, "block_size": 16, "batch_size": 4,
+                                                   "eval_batches": 1}}
+
+
+def _hybrid(name: str, optimizer: str, grid: tuple[float, ...], **hparams) -> Arm:
+    return Arm(name, optimizer, grid, {"adamw_lr": BEST_ADAMW, **hparams})
+
+
+def _gpt(name: str, description: str, task: dict, steps: int, warmup: int, arms: tuple[Arm, ...],
+         eval_every: int = 50) -> Experiment:
+    base = {"task": {"name": "gpt", **task}, "steps": steps, "eval_every": eval_every, "seeds": SEEDS,
+            "sweep_seeds": 1, "grad_clip": 1.0,
+            "schedule": {"kind": "warmup_cosine", "warmup": warmup, "min_lr_ratio": 0.1}}
+    extra = {"max_bytes": 60_000} if task.get("data") == "text" else {"train_tokens": 4000, "val_tokens": 1000}
+    tiny = {**_GPT_TINY, "task": {**_GPT_TINY["task"], **extra}}
+    return Experiment(name, description, base, arms, quick=_GPT_QUICK, tiny=tiny)
+
+
+_TEXT = {"data": "text", "n_layer": 2, "n_head": 4, "n_embd": 64, "block_size": 128, "batch_size": 16}
+_TEXT_SHORT = {**_TEXT, "block_size": 64}
+_ZIPF = {"data": "zipf-pcfg", "n_layer": 2, "n_head": 4, "n_embd": 64, "block_size": 64, "batch_size": 16}
+
+_NAMO_GRID = (0.03, 0.1, 0.3)
+_MUON_GRID_TEXT = (0.02, 0.06, 0.2)
+NAMO_D_C = (0.75, 0.1, 0.01)  # code default 0.75 down to the GPT-2 config's 0.01, ~x8-10 apart (log grid)
+
+
+def _ablation_arms(grid: tuple[float, ...]) -> tuple[Arm, ...]:
+    """Muon's defaults, then one change each (what a second Muon implementation might do differently)."""
+    return (
+        _hybrid("muon.polar-express", "muon", grid, orthogonalizer="polar_express"),
+        _hybrid("muon.svd", "muon", grid, orthogonalizer="svd"),
+        Arm("muon.bf16", "muon", (), {"adamw_lr": BEST_ADAMW, "ns_dtype": "bfloat16"}, follow="muon"),
+        _hybrid("muon.no-nesterov", "muon", grid, nesterov=False),
+        _hybrid("muon.momentum0.9", "muon", grid, momentum=0.9),
+        _hybrid("muon.adamw-eps1e-8", "muon", grid, adamw_eps=1e-8),
+        _hybrid("muon.adamw-betas0.999", "muon", grid, adamw_betas=[0.9, 0.999]),
+    )
+
+
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
+    _gpt("text", "GPT 2x64 on Python-stdlib bytes, ctx 128, 500 steps, warmup 50 + cosine", _TEXT, 500, 50, (
+        Arm("adamw", "adamw", (3e-3, 1e-2, 3e-2)),
+        _hybrid("muon", "muon", _MUON_GRID_TEXT),
+        _hybrid("namo", "namo", _NAMO_GRID),
+        Arm("namo.decay-adamw", "namo", _NAMO_GRID, {"adamw_lr": BEST_ADAMW, "decay": "adamw"}, needs=("decay",)),
+        *(_hybrid(f"namo-d.c{c:g}", "namo-d", _NAMO_GRID, c=c) for c in NAMO_D_C),
+        _hybrid("normuon", "normuon", _MUON_GRID_TEXT),
+        _hybrid("adamuon", "adamuon", (6e-3, 2e-2, 6e-2)),
+    )),
+    _gpt("text-short", "GPT 2x64 on Python-stdlib bytes, ctx 64, 300 steps, warmup 30 + cosine", _TEXT_SHORT,
+         300, 30, (
+             Arm("adamw", "adamw", (3e-3, 1e-2, 3e-2)),
+             _hybrid("muon", "muon", _MUON_GRID_TEXT),
+             _hybrid("trasmuon", "trasmuon", (3e-3, 1e-2, 3e-2)),
+             *_ablation_arms(_MUON_GRID_TEXT),
+         ), eval_every=25),
+    _gpt("text-short-nowarmup", "as text-short, no warmup (cosine from step 1)", _TEXT_SHORT, 300, 0, (
+        Arm("adamw", "adamw", (3e-3, 1e-2, 3e-2)),
+        _hybrid("muon", "muon", _MUON_GRID_TEXT),
+        _hybrid("trasmuon", "trasmuon", (3e-3, 1e-2, 3e-2)),
+    ), eval_every=25),
+    _gpt("zipf", "GPT 2x64 on Zipf-PCFG (vocab 1024), ctx 64, 300 steps, warmup 30 + cosine", _ZIPF, 300, 30, (
+        Arm("adamw", "adamw", (1e-3, 3e-3, 1e-2)),
+        _hybrid("muon", "muon", (0.007, 0.02, 0.06)),
+        *_ablation_arms((0.007, 0.02, 0.06)),
+    ), eval_every=25),
+    Experiment("image", "CNN (width 16) on 8x8 digits, 600 steps, warmup 30 + cosine",
+               {"task": {"name": "image"}, "steps": 600, "eval_every": 50, "seeds": SEEDS, "sweep_seeds": 1,
+                "schedule": {"kind": "warmup_cosine", "warmup": 30, "min_lr_ratio": 0.1}},
+               (Arm("adamw", "adamw", (1e-3, 3e-3, 1e-2), {"weight_decay": 0.0}),  # Adam, as in the paper
+                _hybrid("muon", "muon", (0.007, 0.02, 0.06)),
+                _hybrid("adago", "adago", (0.03, 0.1, 0.3))),
+               quick={"steps": 40, "eval_every": 10},
+               tiny={"steps": 4, "eval_every": 2, "task": {"width": 4, "batch_size": 16}}),
+    Experiment("regression", "tanh MLP 3x128 on a random sum of sinusoids, 1000 steps, constant lr",
+               {"task": {"name": "regression"}, "steps": 1000, "eval_every": 50, "seeds": SEEDS, "sweep_seeds": 1,
+                "schedule": {"kind": "constant", "warmup": 20, "min_lr_ratio": 1.0}},
+               (Arm("adamw", "adamw", (1e-3, 3e-3, 1e-2), {"weight_decay": 0.0}),
+                Arm("muon", "muon", (0.02, 0.06, 0.2)),
+                Arm("adago", "adago", (0.1, 0.3, 1.0))),
+               quick={"steps": 40, "eval_every": 10},
+               tiny={"steps": 4, "eval_every": 2, "task": {"width": 8, "n_train": 256, "n_val": 64,
+                                                           "batch_size": 32}}),
+)}
+
+
+def _vs(exp: str, a: str, *bs: str, mult: float = 1.0) -> tuple[Comparison, ...]:
+    return tuple(Comparison(exp, a, b, mult) for b in bs)
+
+
+_TRAS = tuple(c for exp in ("text-short-nowarmup", "text-short") for k in (1.0, 2.0, 4.0)
+              for c in _vs(exp, "trasmuon", "muon", "adamw", mult=k))
+
+CLAIMS: dict[str, Claim] = {c.name: c for c in (
+    Claim("namo", "NAMO / NAMO-D, arXiv 2602.17080",
+          "NAMO and NAMO-D beat AdamW and Muon (GPT-2 pretraining); NAMO-D gains further over NAMO; "
+          "NAMO's official decay wd*min(step,1) vs AdamW-style wd*lr (minxin-zhg/namo #1, #3)",
+          _vs("text", "namo", "adamw", "muon") + _vs("text", "namo-d.c0.75", "adamw", "muon", "namo")
+          + _vs("text", "namo-d.c0.01", "namo", "namo-d.c0.75") + _vs("text", "namo-d.c0.1", "namo-d.c0.75")
+          + _vs("text", "namo", "namo.decay-adamw"),
+          plots=("c_sweep",)),
+    Claim("normuon", "NorMuon, arXiv 2510.05491", "NorMuon beats Muon (GPT-2-style pretraining)",
+          _vs("text", "normuon", "muon")),
+    Claim("adamuon", "AdaMuon, arXiv 2507.11005", "AdaMuon beats Adam(W) (GPT-2-style pretraining)",
+          _vs("text", "adamuon", "adamw")),
+    Claim("adago", "AdaGO, arXiv 2509.02981",
+          "AdaGO outperforms Muon and Adam on CIFAR-10 classification and function regression",
+          _vs("image", "adago", "muon", "adamw") + _vs("regression", "adago", "muon", "adamw")),
+    Claim("trasmuon", "TrasMuon, arXiv 2602.13498",
+          "TrasMuon converges faster than its baselines and is stable and robust without warmup",
+          _TRAS, lr_multiples=(2.0, 4.0), plots=("lr_multiples",)),
+    *(Claim(f"ablation-{exp}", "Muon implementation ablation (muonlab)",
+            "which of Muon's implementation choices change the final loss at small scale "
+            "(NS schedule / exact polar, bf16 NS, Nesterov, momentum, the AdamW part's eps and betas)",
+            tuple(Comparison(exp, a.name, "muon") for a in _ablation_arms(())))
+      for exp in ("text-short", "zipf")),
+    Claim("ef-muon", "error-feedback Muon", "EF-Muon on a convex Lipschitz problem",
+          todo="EF-Muon and its convex Lipschitz task are not in this version; no experiment defined yet"),
+    Claim("sf-normuon", "SF-NorMuon", "SF-NorMuon's anytime (schedule-free) checkpoints",
+          todo="SF-NorMuon is not in this version; no experiment defined yet"),
+    Claim("adam-beta1-eq-beta2", "Adam with beta1 = beta2", "Adam with beta1 = beta2 matches or beats AdamW",
+          todo="the beta1 = beta2 Adam variant is not in this version; no experiment defined yet"),
+)}
+
+GROUPS: dict[str, list[str]] = {"ablation": ["ablation-text-short", "ablation-zipf"]}
+
+
+def resolve_names(names: list[str] | None) -> list[str]:
+    """Claim names (``None``/empty: all; a group name expands); unknown names raise ``ValueError``."""
+    if not names:
+        return list(CLAIMS)
+    out: list[str] = []
+    for name in names:
+        expanded = GROUPS.get(name, [name])
+        for n in expanded:
+            if n not in CLAIMS:
+                raise ValueError(f"unknown claim {name!r} (known: {sorted(CLAIMS) + sorted(GROUPS)})")
+            if n not in out:
+                out.append(n)
+    return out
