@@ -3,6 +3,8 @@
 * ``bench [CONFIG] [--set k=v ...] [--optimizers a,b] [--quick] [--out DIR] [--nproc N]``: run an
   experiment (a shipped config name such as ``demo`` or a path to a TOML file) and write its report;
   ``--nproc N`` trains every run data-parallel on N ranks (DDP; also works under ``torchrun``).
+* ``bench claims [NAME ...] [--quick] [--out DIR] [--list]``: re-measure the papers' claims with
+  confidence intervals and verdicts (``muonlab.bench.claims``).
 * ``list``: the registered optimizers and tasks and the shipped configs.
 * ``curvature ...``: the curvature diagnostics (``muonlab.bench.curvature``), imported lazily.
 * ``perf [--nproc W1,W2,...] ...``: optimizer step time, one process (``muonlab.perf``) or, with
@@ -161,6 +163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m muonlab`` and the ``muonlab`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(load_curvature=bool(argv) and argv[0] == "curvature")
+    if argv[:2] == ["bench", "claims"]:  # its own parser: claim names, not a config (muonlab.bench.claims.cli)
+        from muonlab.bench.claims.cli import main as claims_main
+
+        return claims_main(argv[2:])
     if argv[:1] == ["perf"]:
         return cmd_perf(*parser.parse_known_args(argv))
     args = parser.parse_args(argv)
