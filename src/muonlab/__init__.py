@@ -15,16 +15,19 @@ from .optim import (
     Muon,
     NorMuon,
     OptimizerInfo,
+    SFNorMuon,
     TrasMuon,
     optimizer_infos,
     optimizers,
     register,
 )
+from .optim import Pion
 from .routing import classify, param_groups
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "NAMO", "NAMOD", "AdaGO", "AdaMuon", "AdamW", "ChainOptimizer", "Muon", "NorMuon", "OptimizerInfo", "TrasMuon",
+    "NAMO", "NAMOD", "AdaGO", "AdaMuon", "AdamW", "ChainOptimizer", "Muon", "NorMuon", "OptimizerInfo", "SFNorMuon", "TrasMuon",
     "classify", "diagnostics", "optimizer_infos", "optimizers", "orth", "param_groups", "register",
+    "Pion",
 ]
