@@ -12,8 +12,10 @@ from .adamuon import AdaMuon  # registers "adamuon"
 from .sfnormuon import SFNorMuon  # registers "sfnormuon"
 from .registry import OptimizerInfo, optimizer_infos, optimizers, register
 from .shell import ChainOptimizer
+from .pion import Pion  # registers "pion"
 
 __all__ = [
     "NAMO", "NAMOD", "AdaGO", "AdaMuon", "AdamW", "ChainOptimizer", "Muon", "NorMuon", "OptimizerInfo", "SFNorMuon", "TrasMuon",
     "optimizer_infos", "optimizers", "register",
+    "Pion",
 ]

@@ -78,6 +78,8 @@ class ChainOptimizer(Optimizer):
     default_algorithm: ClassVar[str] = "orthogonal"
 
     def __init__(
+    #: orthogonal stacks carry a copy of W (``stack.weights``) for updates that read it (Pion)
+    needs_weights: ClassVar[bool] = False
         self,
         params: Iterable[Any],
         defaults: dict[str, Any],
@@ -317,6 +319,8 @@ class ChainOptimizer(Optimizer):
         stack.step_size = stack.hp("lr")
         for stage in b.chain:
             stage(stack)
+        if self.needs_weights and group["algorithm"] != "adamw":
+            stack.weights = torch.cat([self.as_matrices(DM.local(p), group, c, shape) for p, c in zip(params, counts)]).to(dtype)
         steps.add_(1)
         stack.restore_if_skipped()
         self._write([DM.local(p) for p in params], counts, shape, stack)

@@ -50,6 +50,9 @@ class Stack:
         decay: multiplicative factor on the weights in the final write (default: 1).
         param_shapes: original shapes of the parameters behind the stack, in stack order (for
             rules that read more than the matrix view, e.g. NAMO's ``W.shape[:2]`` for conv).
+        weights: ``(k, m, n)`` copy of the matrices themselves in the compute dtype, for presets
+            whose update reads ``W`` (Pion's multiplicative rotation; the shell fills it only when
+            the optimizer class sets ``needs_weights``), else None.
         ctx: where the matrices live (:class:`~muonlab.stages.context.Local` by default); global
             statistics and the orthogonalizer go through it.
         gate: 0-D bool tensor, False when this step is skipped (non-finite gradients): every state
@@ -68,6 +71,7 @@ class Stack:
     state: dict[str, Tensor] = field(default_factory=dict)
     cache: dict[str, tuple[Tensor, list[Tensor]]] = field(default_factory=dict)
     param_shapes: list[tuple[int, ...]] = field(default_factory=list)
+    weights: Tensor | None = None
     ctx: Local | None = None
     gate: Tensor | None = None
     _hp: dict[str, Tensor] = field(default_factory=dict)
