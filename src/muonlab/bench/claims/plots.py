@@ -56,7 +56,7 @@ def plot_differences(name: str, rows: list[Row], path: Path) -> Path | None:
     ax.axvline(0.0, color="black", linewidth=0.8)
     ax.set_yticks(range(len(rows)), [f"{r.label} ({r.comparison.experiment})" for r in rows], fontsize=8)
     ax.invert_yaxis()
-    ax.set(xlabel="A − B final validation loss (< 0: A better), 95% t interval over held-out seeds", title=name)
+    ax.set(xlabel="A − B final val loss (< 0: A better), 95% t interval", title=name)
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
