@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from .. import stages as S
+from ..stages.error_feedback import accumulate_error, keep_residual
 from . import validate as V
 from .registry import register
 from .shell import ChainOptimizer
@@ -40,6 +41,9 @@ class Muon(ChainOptimizer):
           = 0.2 sqrt(max(m, n))  adjust_lr="rms"      (Moonlight; reuse AdamW's lr ~ 1e-3 and wd)
           = 1                    adjust_lr="none"
         every other parameter (embeddings, head, 1-D): AdamW with adamw_lr, adamw_betas, ...
+        error_feedback=True (off by default; a reconstruction, see muonlab.stages.error_feedback):
+            P <- E + lr U ;  O <- Orth(P) ;  D <- (<P, O> / ||O||_F^2) O ;  E <- P - D
+            W <- W (1 - lr wd) - D                        # s(m, n) unused; lr in SGD units
 
     Args:
         params: ``muonlab.param_groups(model)`` (recommended) or a plain iterable of tensors.
@@ -56,6 +60,8 @@ class Muon(ChainOptimizer):
         adjust_lr: ``"spectral"`` | ``"rms"`` | ``"none"`` (see above).
         momentum_form: ``"ema"`` or ``"sum"`` (identical after orthogonalization).
         batch_3d: treat 3-D parameters as batches of matrices.
+        error_feedback: keep the residual of each step and feed it into the next (Parshakova et
+            al.'s fix for convex Lipschitz objectives; docs/optimizers/error_feedback.md). False.
         adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay: the AdamW part (Jordan's
             ``MuonWithAuxAdam`` defaults: 3e-4, (0.9, 0.95), 1e-10, 0).
         process_group: DDP only: a ``ProcessGroup`` or 1-D ``DeviceMesh``; each rank then
@@ -69,10 +75,12 @@ class Muon(ChainOptimizer):
         https://kellerjordan.github.io/posts/muon/, code https://github.com/KellerJordan/Muon.
         Liu et al., "Muon is Scalable for LLM Training", arXiv 2502.16982 (the "rms" convention).
         ``torch.optim.Muon`` (PyTorch >= 2.9).
+        Parshakova et al., "Muon Does Not Converge on Convex Lipschitz Functions", arXiv 2605.08980
+        (``error_feedback``).
     """
 
     name = "muon"
-    chain = (S.nesterov, S.orthogonalize, S.scale_by_shape, S.decay_weights)
+    chain = (S.nesterov, accumulate_error, S.orthogonalize, S.scale_by_shape, keep_residual, S.decay_weights)
 
     def __init__(
         self,
@@ -87,6 +95,7 @@ class Muon(ChainOptimizer):
         adjust_lr: str = "spectral",
         momentum_form: str = "ema",
         batch_3d: bool = False,
+        error_feedback: bool = False,
         adamw_lr: float = 3e-4,
         adamw_betas: tuple[float, float] = (0.9, 0.95),
         adamw_eps: float = 1e-10,
@@ -97,7 +106,7 @@ class Muon(ChainOptimizer):
         defaults = dict(
             lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, ns_steps=ns_steps,
             orthogonalizer=orthogonalizer, ns_dtype=ns_dtype, adjust_lr=adjust_lr,
-            momentum_form=momentum_form, batch_3d=batch_3d,
+            momentum_form=momentum_form, batch_3d=batch_3d, error_feedback=error_feedback,
         )
         super().__init__(
             params, defaults, adamw_defaults(adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay), process_group,
@@ -108,6 +117,7 @@ class Muon(ChainOptimizer):
         """The common checks, and a decay factor ``1 - lr * weight_decay`` in ``[0, 1]``."""
         super().validate_orthogonal(group)
         V.decoupled_decay(group)
+        V.boolean("error_feedback", group.get("error_feedback", False))
 
 
 class AdamW(ChainOptimizer):

@@ -17,16 +17,18 @@ from typing import Any
 from .base import Task
 from .gpt import GPTTask
 from .image import ImageTask
+from .lipschitz import LipschitzTask
 from .quadratic import QuadraticTask
 from .regression import RegressionTask
 
-__all__ = ["TASKS", "Task", "GPTTask", "ImageTask", "QuadraticTask", "RegressionTask", "make_task", "task_keys"]
+__all__ = ["TASKS", "Task", "GPTTask", "ImageTask", "LipschitzTask", "QuadraticTask", "RegressionTask", "make_task", "task_keys"]
 
 TASKS: dict[str, type] = {
     "gpt": GPTTask,
     "regression": RegressionTask,
     "image": ImageTask,
     "quadratic": QuadraticTask,
+    "lipschitz": LipschitzTask,
 }
 
 
