@@ -21,7 +21,7 @@ from .optim import (
     optimizers,
     register,
 )
-from .optim import Pion
+from .optim import NGNM, Pion
 from .routing import classify, param_groups
 
 __version__ = "0.1.0"
@@ -29,5 +29,5 @@ __version__ = "0.1.0"
 __all__ = [
     "NAMO", "NAMOD", "AdaGO", "AdaMuon", "AdamW", "ChainOptimizer", "Muon", "NorMuon", "OptimizerInfo", "SFNorMuon", "TrasMuon",
     "classify", "diagnostics", "optimizer_infos", "optimizers", "orth", "param_groups", "register",
-    "Pion",
+    "Pion", "NGNM",
 ]

@@ -80,6 +80,10 @@ class ChainOptimizer(Optimizer):
     def __init__(
     #: orthogonal stacks carry a copy of W (``stack.weights``) for updates that read it (Pion)
     needs_weights: ClassVar[bool] = False
+    #: step() needs the loss (``step(closure)`` or ``step(loss=...)``), e.g. NGNM's step size
+    needs_loss: ClassVar[bool] = False
+
+    def __init__(
         self,
         params: Iterable[Any],
         defaults: dict[str, Any],
@@ -210,10 +214,16 @@ class ChainOptimizer(Optimizer):
 
     # ------------------------------------------------------------------ step
     @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """One optimization step over all groups; ``closure`` re-evaluates the loss."""
-        loss = None
+    def step(self, closure: Callable[[], Any] | None = None, *, loss: Any = None) -> Any:
+        """One optimization step over all groups; returns the loss.
+
+        ``closure`` re-evaluates the loss (under grad mode). ``loss`` passes an already computed loss
+        (a tensor; it is not read back) to presets whose update needs it (``needs_loss``: NGNM);
+        give one or the other.
+        """
         if closure is not None:
+            if loss is not None:
+                raise ValueError("step(): pass closure or loss, not both")
             with torch.enable_grad():
                 loss = closure()
         self._check_gradients()
