@@ -13,8 +13,8 @@ from .sfnormuon import SFNorMuon  # registers "sfnormuon"
 from .registry import OptimizerInfo, optimizer_infos, optimizers, register
 from .shell import ChainOptimizer
 from .pion import Pion  # registers "pion"
-
 from .ngnm import NGNM  # registers "ngnm"
+
 __all__ = [
     "NAMO", "NAMOD", "AdaGO", "AdaMuon", "AdamW", "ChainOptimizer", "Muon", "NorMuon", "OptimizerInfo", "SFNorMuon", "TrasMuon",
     "optimizer_infos", "optimizers", "register",

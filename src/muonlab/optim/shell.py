@@ -76,8 +76,6 @@ class ChainOptimizer(Optimizer):
     adamw_chain: ClassVar[tuple[Stage, ...]] = (decay_weights, adam)
     #: algorithm of groups that do not name one (AdamW sets "adamw")
     default_algorithm: ClassVar[str] = "orthogonal"
-
-    def __init__(
     #: orthogonal stacks carry a copy of W (``stack.weights``) for updates that read it (Pion)
     needs_weights: ClassVar[bool] = False
     #: step() needs the loss (``step(closure)`` or ``step(loss=...)``), e.g. NGNM's step size
@@ -324,13 +322,13 @@ class ChainOptimizer(Optimizer):
             counts=counts, squeeze=b.squeeze, cache=cache, ctx=b.ctx, gate=gate,
         )
         stack.param_shapes = [tuple(p.shape) for p in params]
+        if self.needs_weights and group["algorithm"] != "adamw":
+            stack.weights = torch.cat([self.as_matrices(DM.local(p), group, c, shape) for p, c in zip(params, counts)]).to(dtype)
         steps = stack.buffer("step", "")  # (k,) per-parameter step counters, on the device
         stack.step = steps + 1
         stack.step_size = stack.hp("lr")
         for stage in b.chain:
             stage(stack)
-        if self.needs_weights and group["algorithm"] != "adamw":
-            stack.weights = torch.cat([self.as_matrices(DM.local(p), group, c, shape) for p, c in zip(params, counts)]).to(dtype)
         steps.add_(1)
         stack.restore_if_skipped()
         self._write([DM.local(p) for p in params], counts, shape, stack)
