@@ -170,11 +170,19 @@ def run(spec: RunSpec, task: Any, optimizer_cls: type, path: Path, *, callbacks:
     header = {"type": "config", "run_id": spec.run_id, **asdict(spec), "mode": parallel.mode, **environment(),
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
+    # Schedule-free optimizers (SFNorMuon) keep the gradient point y in the parameters: their eval()
+    # swaps in the average x, the model to evaluate, and train() puts y back before the next step.
+    modes = callable(getattr(optimizer, "eval", None)) and callable(getattr(optimizer, "train", None))
+
     def evaluate() -> dict[str, float]:
+        if modes:
+            optimizer.eval()
         model.eval()
         with torch.no_grad():
             metrics = task.evaluate(model)
         model.train()
+        if modes:
+            optimizer.train()
         # Replicas are identical, so this mean changes nothing but makes every rank agree bitwise
         # on divergence and target (they must leave the loop at the same step).
         means = parallel.mean(torch.tensor([float(v) for v in metrics.values()], dtype=torch.float64))
