@@ -41,9 +41,12 @@ from .perf import gpt_matrices
 from .stages.orthogonalize import as_dtype
 
 MODES = ("local", "replicated", "sharded")
-#: registry name -> fp32 scalars per matrix in the packed statistics all_reduce of a sharded stack
+#: registry name -> scalars per matrix in the packed statistics all_reduce of a sharded stack
 #: (NAMO: ||G||_F^2 and ||M~||_F^2, one reduction; Muon has no statistics).
 STATS_PER_MATRIX = {"muon": 0, "namo": 2}
+#: bytes per statistic: squared norms travel in fp64 (``muonlab.stages.base.stat_dtype``), so the
+#: shards of a 1e30-entry gradient sum without overflow
+STAT_BYTES = 8
 #: the finite check of a sharded step (``nonfinite="skip"``, the default): one fp32 count of bad
 #: ranks, all_reduced once per shard group (``muonlab.distributed.engine.finite``)
 FINITE_CHECK_BYTES = 4
@@ -95,7 +98,8 @@ def model_bytes(mode: str, name: str, stacks: list[tuple[int, int, int]], world:
       sends its chunk of the ``k - k_r`` matrices it does not own, then ``W - 1`` chunks of each of
       its ``k_r``: ``(k - k_r + (W - 1) k_r) * c * n * wire``, ``= 2 (P / W) wire (W - 1) / W``
       when everything divides; plus the ``all_reduce`` of the statistics and of the finite check
-      (one 1-D mesh: one shard group), ring: ``2 (W - 1) / W`` of each fp32 buffer.
+      (one 1-D mesh: one shard group), ring: ``2 (W - 1) / W`` of each buffer (statistics fp64,
+      finite check fp32).
 
     At ``W = 1`` the distributed modes still issue their collectives, each sending nothing: 0.
     """
@@ -110,7 +114,7 @@ def model_bytes(mode: str, name: str, stacks: list[tuple[int, int, int]], world:
         for r in range(world)
     )
     out = {"all_to_all": a2a}
-    buffer = FINITE_CHECK_BYTES + sum(STATS_PER_MATRIX.get(name, 0) * k * 4 for k, _, _ in stacks)
+    buffer = FINITE_CHECK_BYTES + sum(STATS_PER_MATRIX.get(name, 0) * k * STAT_BYTES for k, _, _ in stacks)
     out["all_reduce"] = 2 * (world - 1) * buffer // world
     return out
 

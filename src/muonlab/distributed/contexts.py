@@ -21,12 +21,14 @@ a placement derived from their axes, so ``torch.distributed.checkpoint`` sees or
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..stages.base import stat_dtype
 from ..stages.context import Dims, Local, _dims
 from . import comm
 from .modes import Sharding, dtensor_module
@@ -96,21 +98,24 @@ class Sharded(Local):
         """Sum the partials that need it over the shard group, packed into one collective."""
         idx = [i for i, flag in enumerate(need) if flag]
         if idx:
-            flat = comm.all_reduce(torch.cat([partials[i].reshape(-1) for i in idx]), self.group)
+            dtype = functools.reduce(torch.promote_types, [partials[i].dtype for i in idx])
+            flat = comm.all_reduce(torch.cat([partials[i].reshape(-1).to(dtype) for i in idx]), self.group)
             for i, part in zip(idx, flat.split([partials[i].numel() for i in idx])):
-                partials[i] = part.view(partials[i].shape)
+                partials[i] = part.view(partials[i].shape).to(partials[i].dtype)
         return partials
 
     def sums(self, *requests: tuple[Tensor, Dims]) -> list[Tensor]:
         partials = [X.sum(dim=_dims(d)) for X, d in requests]
         return self._all_reduce(partials, [self._spans(d) for _, d in requests])
 
-    def norms(self, *requests: tuple[Tensor, Dims]) -> list[Tensor]:
+    def norms(self, *requests: tuple[Tensor, Dims], safe: bool = True) -> list[Tensor]:
         need = [self._spans(d) for _, d in requests]
-        norms = [torch.linalg.vector_norm(X, dim=_dims(d)) for X, d in requests]
-        partials = [x.square() if flag else x for x, flag in zip(norms, need)]
+        norms = super().norms(*requests, safe=safe)
+        # The shards' squared norms are summed in the statistics dtype (fp64): a squared fp32 norm
+        # overflows above ~1.8e19, so 1e30 gradients keep their exact norm under sharding too.
+        partials = [x.to(stat_dtype(x.device)).square() if flag else x for x, flag in zip(norms, need)]
         out = self._all_reduce(partials, need)
-        return [x.sqrt() if flag else x for x, flag in zip(out, need)]
+        return [x.sqrt().to(X.dtype) if flag else x for x, flag, (X, _) in zip(out, need, requests)]
 
     def nanmean_cols(self, x: Tensor) -> Tensor:
         if self.sharded_dim != -1:

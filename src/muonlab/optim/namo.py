@@ -27,7 +27,7 @@ class NAMO(ChainOptimizer):
         for each hidden matrix W (A x B) with gradient G, at step t:
             M   <- mu1 M + (1 - mu1) G                      # EMA momentum
             M~  <- mu1 M + (1 - mu1) G  if nesterov else M  # official default: Nesterov
-            v   <- mu2 v + (1 - mu2) ||G||_F^2              # one fp32 scalar per matrix
+            v   <- mu2 v + (1 - mu2) ||G||_F^2              # one fp64 scalar per matrix
             a   <- lr sqrt(1 - mu2^t) / (1 - mu1^t) * ||M~||_F / (sqrt(v) + eps)
             O   <- Orth(M~)
           variant="official" (minxin-zhg/namo):
@@ -129,7 +129,7 @@ class NAMOD(NAMO):
 
         for each hidden matrix W (A x n view) with gradient G, at step t:
             M, M~ as in NAMO;  O <- Orth(M~)
-            V_j <- mu2 V_j + (1 - mu2) ||G[:, j]||^2          # fp32 vector of length n
+            V_j <- mu2 V_j + (1 - mu2) ||G[:, j]||^2          # fp64 vector of length n
             r_j <- ||M~[:, j]|| / (sqrt(V_j) + eps)
             r_j <- clip(r_j, c mean(r), mean(r) / c)  if 0 < c <= 1   # NaN-aware mean
             d_j <- lr sqrt(1 - mu2^t) / (1 - mu1^t) * r_j

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from muonlab.orth.norms import pow2_scale
 from muonlab.orth.schedules import Triple, get_schedule
 
 
@@ -55,29 +56,44 @@ def normalize(X: Tensor, prescale: float, eps: float, dtype: torch.dtype | None)
     if dtype is not None:
         norm_dtype = torch.promote_types(norm_dtype, dtype)
     Xn = X.to(norm_dtype)  # no copy for fp32 input
-    # Two read-only reductions and one fused divide-and-cast: the normalization is memory-bound on
-    # GPUs, so no full-size temporaries. A sum of squares of entries above ~1.8e19 overflows fp32;
-    # there ||X||_F is replaced by its upper bound max|x_ij| * sqrt(mn), which still guarantees
-    # sigma_max <= 1 (the iteration then starts from slightly smaller singular values).
-    norm = torch.linalg.vector_norm(Xn, dim=(-2, -1), keepdim=True)  # (..., 1, 1)
-    amax = torch.linalg.vector_norm(Xn, ord=math.inf, dim=(-2, -1), keepdim=True)
-    norm = torch.where(torch.isinf(norm), amax * math.sqrt(Xn.shape[-2] * Xn.shape[-1]), norm)
-    denom = prescale * norm + eps
+    # The exact norm at every magnitude (a sum of squares of fp32 entries above ~1.8e19 would
+    # overflow): scale by a power of two that brings max|x| into [0.5, 1) -- exact -- and divide the
+    # scaled matrix by its norm, X / (s ||X|| + eps) = (2^-e X) / (s ||2^-e X|| + 2^-e eps).
+    # Bitwise the plain formula wherever the plain squares neither overflow nor underflow.
+    if Xn.numel() == 0:
+        return Xn.to(dtype if dtype is not None else X.dtype)
+    p2 = pow2_scale(torch.linalg.vector_norm(Xn, ord=math.inf, dim=(-2, -1), keepdim=True))  # (..., 1, 1)
+    Xs = Xn * p2
+    norm = torch.linalg.vector_norm(Xs, dim=(-2, -1), keepdim=True)
+    denom = prescale * norm + eps * p2
     denom = torch.where(denom > 0, denom, torch.ones_like(denom))  # no host sync, no NaN
-    out = torch.empty(Xn.shape, dtype=dtype if dtype is not None else X.dtype, device=X.device)
-    return torch.div(Xn, denom, out=out)
+    out_dtype = dtype if dtype is not None else X.dtype
+    out = Xs if out_dtype == Xs.dtype else torch.empty(Xn.shape, dtype=out_dtype, device=X.device)
+    return torch.div(Xs, denom, out=out)
 
 
 def _iterate(X: Tensor, triples: Sequence[Triple], steps: int) -> Tensor:
-    """Run ``steps`` odd-quintic steps on a wide stack ``X`` of shape (B, k, K), k <= K."""
+    """Run ``steps`` odd-quintic steps on a wide stack ``X`` of shape (B, k, K), k <= K.
+
+    ``X`` is a fresh tensor owned by the caller and is overwritten: the iterates alternate between
+    ``X`` and one more (B, k, K) buffer, and the two (B, k, k) products have one buffer each, so no
+    step allocates (on CPUs a fresh large tensor costs page faults every step).
+    """
+    if steps == 0:
+        return X
+    k = X.shape[-2]
+    A = X.new_empty((X.shape[0], k, k))  # X X^T, the small Gram side
+    B = torch.empty_like(A)  # b A + c A^2
+    Y = torch.empty_like(X)
     for t in range(steps):
         a, b, c = triples[min(t, len(triples) - 1)]  # steps beyond the list reuse the last entry
-        A = torch.bmm(X, X.mT)  # (B, k, k), the small Gram side
+        torch.bmm(X, X.mT, out=A)
         if c == 0.0:
-            B = b * A  # cubic: skip the A @ A product
+            torch.mul(A, b, out=B)  # cubic: skip the A @ A product
         else:
-            B = torch.baddbmm(A, A, A, beta=b, alpha=c)  # b*A + c*A@A
-        X = torch.baddbmm(X, B, X, beta=a, alpha=1.0)  # a*X + B@X
+            torch.baddbmm(A, A, A, beta=b, alpha=c, out=B)  # b*A + c*A@A
+        torch.baddbmm(X, B, X, beta=a, alpha=1.0, out=Y)  # a*X + B@X
+        X, Y = Y, X
     return X
 
 

@@ -94,9 +94,12 @@ class Stack:
         """Global ``X.sum(dims)`` for each ``(X, dims)`` (one collective for all, when sharded)."""
         return self.ctx.sums(*requests)
 
-    def norms(self, *requests: tuple[Tensor, Dims]) -> list[Tensor]:
-        """Global ``vector_norm(X, dims)`` for each ``(X, dims)`` (one collective for all, when sharded)."""
-        return self.ctx.norms(*requests)
+    def norms(self, *requests: tuple[Tensor, Dims], safe: bool = True) -> list[Tensor]:
+        """Global ``||X||_2`` over dims for each ``(X, dims)`` (one collective for all, when sharded).
+
+        Overflow-safe unless ``safe=False`` (for inputs of order 1, e.g. an orthogonalized update).
+        """
+        return self.ctx.norms(*requests, safe=safe)
 
     def nanmean_cols(self, x: Tensor) -> Tensor:
         """NaN-aware mean over the columns of a per-column vector ``(k, n)``, shape ``(k, 1)``."""
@@ -109,14 +112,19 @@ class Stack:
     def hp(self, name: str) -> Tensor:
         """Group hyperparameter ``name`` as a 0-D tensor on the stack's device (cached)."""
         if name not in self._hp:
-            self._hp[name] = torch.full((), float(self.group[name]), dtype=self.grad.dtype, device=self.grad.device)
+            # zeros().add_(value), not torch.full((), float(value)): under torch.compile a Python float
+            # that enters tensor arithmetic becomes a graph input, while torch.full's fill value is a
+            # constant guarded by value, so an LR scheduler forced a recompile at every step (until
+            # torch._dynamo's recompile_limit). Eager results are bitwise the same.
+            zero = torch.zeros((), dtype=self.grad.dtype, device=self.grad.device)
+            self._hp[name] = zero.add_(self.group[name])
         return self._hp[name]
 
     def per_item(self, x: Tensor) -> Tensor:
         """View a ``(k,)`` tensor so it broadcasts over the item dims, e.g. ``(k, 1, 1)``."""
         return x.view(self.k, *([1] * (self.grad.dim() - 1)))
 
-    def buffer(self, key: str, axes: str | None = None, fill: float = 0.0) -> Tensor:
+    def buffer(self, key: str, axes: str | None = None, fill: float = 0.0, dtype: torch.dtype | None = None) -> Tensor:
         """The stacked state tensor ``key`` whose item dims are named by ``axes``.
 
         ``axes`` is a string over ``"m"`` (rows), ``"n"`` (columns) and ``"1"`` (a singleton):
@@ -129,6 +137,9 @@ class Stack:
         ``cache`` between steps and reused as long as every parameter's entry is still the view
         made last time (a state_dict load, a new parameter or a different set of parameters with
         gradients rebuilds it from the per-parameter entries, ``fill`` where there is none yet).
+
+        ``dtype`` (default: the gradients' compute dtype) is for statistics that need more range,
+        e.g. :func:`stat_dtype`'s fp64 for EMAs of squared norms.
         """
         if key in self.state:
             return self.state[key]
@@ -142,7 +153,7 @@ class Stack:
         ):
             buf = cached[0]
         else:
-            opts = dict(dtype=self.grad.dtype, device=self.grad.device)
+            opts = dict(dtype=dtype or self.grad.dtype, device=self.grad.device)
             parts = []
             for st, c in zip(self.param_states, self.counts):
                 t = st.get(key)
@@ -166,3 +177,13 @@ class Stack:
         for buf, before in self._snapshots:
             torch.where(self.gate, buf, before, out=buf)
         self._snapshots.clear()
+
+
+def stat_dtype(device: torch.device) -> torch.dtype:
+    """The dtype of per-matrix / per-column statistics of squared norms (NAMO's ``v``, TrasMuon's energies).
+
+    fp64: a squared fp32 norm overflows fp32 above ~1.8e19 but not fp64, and the statistics are a few
+    numbers per matrix, so the extra precision costs nothing measurable. fp32 on devices without fp64
+    (Apple MPS), where squares of norms above ~1.8e19 saturate instead.
+    """
+    return torch.float32 if device.type == "mps" else torch.float64

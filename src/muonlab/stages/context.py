@@ -8,8 +8,8 @@ its single-process value exactly.
 
 The interface:
 
-* ``sums(*(X, dims))`` / ``norms(*(X, dims))``: per-matrix sums / Euclidean norms of ``(k, m, n)``
-  tensors over ``dims`` (``-1``: over the columns of each row, ``-2``: over the rows of each column,
+* ``sums(*(X, dims))`` / ``norms(*(X, dims))``: per-matrix sums / Euclidean norms (overflow-safe:
+  1e30 entries give their true norm, not inf) of ``(k, m, n)`` tensors over ``dims`` (``-1``: over the columns of each row, ``-2``: over the rows of each column,
   ``(-2, -1)``: the whole matrix). Several requests are combined into one collective.
 * ``nanmean_cols(x)`` / ``kthvalue_cols(x, rank)``: NaN-aware mean and k-th smallest value of a
   per-column vector ``(k, n)`` over its columns.
@@ -28,6 +28,8 @@ from typing import Union
 
 import torch
 from torch import Tensor
+
+from ..orth.norms import safe_norm
 
 Dims = Union[int, tuple[int, ...]]
 
@@ -54,9 +56,14 @@ class Local:
         """``X.sum(dims)`` for each ``(X, dims)``."""
         return [X.sum(dim=_dims(d)) for X, d in requests]
 
-    def norms(self, *requests: tuple[Tensor, Dims]) -> list[Tensor]:
-        """``vector_norm(X, dims)`` for each ``(X, dims)``."""
-        return [torch.linalg.vector_norm(X, dim=_dims(d)) for X, d in requests]
+    def norms(self, *requests: tuple[Tensor, Dims], safe: bool = True) -> list[Tensor]:
+        """``||X||_2`` over ``dims`` for each ``(X, dims)``.
+
+        ``safe``: without intermediate overflow (:func:`~muonlab.orth.norms.safe_norm`; two more
+        passes). ``safe=False`` is a plain ``vector_norm`` for inputs that cannot overflow, such as
+        an orthogonalized update.
+        """
+        return [safe_norm(X, _dims(d)) if safe else torch.linalg.vector_norm(X, dim=_dims(d)) for X, d in requests]
 
     def nanmean_cols(self, x: Tensor) -> Tensor:
         """NaN-aware mean of a per-column vector ``(k, n)`` over its columns, shape ``(k, 1)``."""

@@ -26,8 +26,12 @@ VARIANTS = ("official", "paper")
 
 
 def frobenius(stack: Stack, *Us: Tensor) -> list[Tensor]:
-    """Per-matrix Frobenius norms of same-stack tensors, each of shape ``(k, 1, 1)`` (one reduction)."""
-    return [x.view(stack.k, 1, 1) for x in stack.norms(*((U, (-2, -1)) for U in Us))]
+    """Per-matrix Frobenius norms of same-stack tensors, each of shape ``(k, 1, 1)`` (one reduction).
+
+    Plain norms: the inputs are orthogonalized updates and their row-normalized forms, entries of
+    order 1 at any gradient scale, so the overflow-safe passes would buy nothing.
+    """
+    return [x.view(stack.k, 1, 1) for x in stack.norms(*((U, (-2, -1)) for U in Us), safe=False)]
 
 
 def divide_rows(stack: Stack, key: str, beta2: float, eps: float, axes: str) -> Tensor:

@@ -27,7 +27,7 @@ import math
 
 import torch
 
-from .base import Stack
+from .base import Stack, stat_dtype
 from .normuon import divide_rows, frobenius
 
 #: values of the group key ``col_gate_use`` (energy source): momentum, raw gradient, row-normalised update
@@ -56,13 +56,13 @@ def calibrate_rms(stack: Stack) -> None:
 
 
 def _column_energy(stack: Stack, X: torch.Tensor) -> torch.Tensor:
-    """``e_j = sum_i X_ij^2`` per matrix, shape ``(k, n)``; overflow saturates at the dtype's max.
+    """``e_j = sum_i X_ij^2`` per matrix, shape ``(k, n)``, in the statistics dtype (fp64).
 
-    With 1e30 gradients ``X^2`` overflows fp32 to inf, and inf/inf ratios would be NaN; clamping to
-    the largest finite value keeps ``E_ref`` and the ratios finite (such columns are then damped).
+    Computed as squared overflow-safe column norms: with 1e30 gradients ``X^2`` overflows fp32, and
+    the energies, their reference and the ratios ``e_j / E_ref`` must stay the formula's values.
     """
-    (e,) = stack.sums((X.square(), -2))
-    return e.clamp(max=torch.finfo(X.dtype).max)
+    (norm,) = stack.norms((X, -2))
+    return norm.to(stat_dtype(norm.device)).square()
 
 
 def gate_columns(stack: Stack) -> None:
@@ -105,7 +105,7 @@ def gate_columns(stack: Stack) -> None:
     e = _column_energy(stack, X)  # (k, n)
     rank = min(max(int(math.floor(group["energy_quantile"] * n + 0.5)), 1), n)  # lower median for even n
     E_cur = stack.kthvalue_cols(e, rank)  # (k,)
-    E_ref = stack.buffer("trasmuon.e_ref", "")
+    E_ref = stack.buffer("trasmuon.e_ref", "", dtype=e.dtype)  # fp64, as the energies
     E_ref.copy_(torch.where(t == 1, E_cur, E_ref.lerp(E_cur, 1 - group["e_ref_ema_beta"])))
 
     c_last = stack.buffer("trasmuon.c_last", "n", fill=1.0)  # the previous step's c_used
@@ -125,7 +125,7 @@ def gate_columns(stack: Stack) -> None:
         c_avg = torch.where(S_ > 0, C / (S_ + _TINY), torch.ones_like(C))
 
     if group["col_gate_enabled"] and n >= group["col_gate_min_in"]:
-        r = e / (E_ref.unsqueeze(-1) + _TINY)  # (k, n)
+        r = (e / (E_ref.unsqueeze(-1) + _TINY)).to(B.dtype)  # (k, n): a ratio, back in the compute dtype
         c_hat = (1.0 / (1.0 + group["col_gate_alpha"] * torch.log1p(r))).clamp(group["col_gate_cmin"], 1.0)
         if group["use_energy_trigger"]:
             c_hat = torch.where(r > group["energy_k"], c_hat, torch.ones_like(c_hat))
