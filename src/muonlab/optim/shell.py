@@ -30,6 +30,8 @@ from torch.optim import Optimizer
 from ..distributed import modes as DM
 from ..distributed.engine import Bucket, build_contexts, finite
 from ..stages import Stack, adam, decay_weights, shape_factor
+from ..stages.adam import adamw_inplace
+from ..stages.adam import fused_applies as adam_fused_applies
 from . import validate as V
 
 Stage = Callable[[Stack], None]
@@ -302,6 +304,9 @@ class ChainOptimizer(Optimizer):
         return buckets
 
     def _step_bucket(self, b: Bucket, gate: Tensor | None = None) -> None:
+        if b.chain == (decay_weights, adam) and b.mode != "sharded" and adam_fused_applies(b.params):
+            self._step_adamw_inplace(b, gate)  # the AdamW fast path: fused, in place, no stacking
+            return
         params, group, shape, counts = b.params, b.group, b.local_shape, b.local_counts
         dtype = _compute_dtype(params[0])
         # (k, *shape), this rank's part. A single parameter's gradient is used as a view (stages
@@ -333,28 +338,62 @@ class ChainOptimizer(Optimizer):
         stack.restore_if_skipped()
         self._write([DM.local(p) for p in params], counts, shape, stack)
 
+    # Not traced by torch.compile: the fused kernel is already one pass, and tracing it would make
+    # the group's float lr a constant guarded by value (an LR scheduler then recompiles every step).
+    @torch._dynamo.disable
+    def _step_adamw_inplace(self, b: Bucket, gate: Tensor | None) -> None:
+        """AdamW over the bucket's parameters themselves (``stages.adam.adamw_inplace``).
+
+        The state has the stack path's keys, shapes and dtypes (``step`` 0-D, ``exp_avg``,
+        ``exp_avg_sq``), as standalone tensors, so state dicts are the same either way.
+        """
+        params, group = b.params, b.group
+        states = [self.state[p] for p in params]
+        for p, st in zip(params, states):
+            if "exp_avg" not in st:
+                st["step"] = torch.zeros((), dtype=p.dtype, device=p.device)
+                st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        # Distributed modes keep a static membership: a missing gradient counts as zero there.
+        grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
+        adamw_inplace(
+            params, grads, [st["exp_avg"] for st in states], [st["exp_avg_sq"] for st in states],
+            [st["step"] for st in states], lr=group["lr"], betas=tuple(group["betas"]), eps=group["eps"],
+            weight_decay=group["weight_decay"], gate=gate,
+        )
+
     @staticmethod
     def _write(params: list[Tensor], counts: list[int], shape: tuple[int, ...], stack: Stack) -> None:
         """``W <- W * decay - step_size * update`` for every parameter of the stack."""
-        U = stack.step_size * stack.update  # (k, *shape)
-        decay = stack.decay
-        if stack.gate is not None:  # a skipped step writes W * 1 - 0 = W, bitwise
-            U = torch.where(stack.gate, U, 0.0)
-            decay = torch.where(stack.gate, torch.as_tensor(decay, dtype=U.dtype, device=U.device), 1.0)
-        if all(p.dtype == U.dtype and p.is_contiguous() for p in params):
-            # In place on views of the parameters: two foreach kernels, no stacking of W.
+        update, step, decay = stack.update, stack.step_size, stack.decay
+        if stack.gate is not None:
+            # A skipped step writes W * 1 + (+0) * (-step) = W + (-0) = W, bitwise (-0 included): the
+            # zeros come from where(), so their sign does not depend on the update's.
+            update = torch.where(stack.gate, update, 0.0)
+            if isinstance(decay, Tensor) or decay != 1.0:
+                decay = torch.where(stack.gate, torch.as_tensor(decay, dtype=update.dtype, device=update.device), 1.0)
+        if all(p.dtype == update.dtype and p.is_contiguous() for p in params):
+            # In place on views of the parameters: no stacking of W and no full-size temporary.
             Ws = [ChainOptimizer.as_matrices(p, stack.group, c, shape) for p, c in zip(params, counts)]
             if isinstance(decay, Tensor):
                 if decay.numel() == 1:
                     torch._foreach_mul_(Ws, decay.reshape(()))
-                elif decay.dim() == U.dim() and decay.shape[0] == U.shape[0]:
+                elif decay.dim() == update.dim() and decay.shape[0] == update.shape[0]:
                     torch._foreach_mul_(Ws, list(decay.split(counts)))  # per matrix, e.g. (k, 1, n)
                 else:
                     torch._foreach_mul_(Ws, [decay] * len(Ws))  # shared by all matrices
             elif decay != 1.0:
                 torch._foreach_mul_(Ws, decay)
-            torch._foreach_sub_(Ws, list(U.split(counts)))
+            neg = -torch.as_tensor(step, dtype=update.dtype, device=update.device)
+            if neg.numel() == 1:
+                negs = [neg.reshape(())] * len(Ws)
+            elif neg.dim() == update.dim() and neg.shape[0] == update.shape[0]:
+                negs = list(neg.split(counts))  # per matrix, e.g. (k, 1, 1)
+            else:
+                negs = [neg] * len(Ws)
+            torch._foreach_addcmul_(Ws, list(update.split(counts)), negs)  # W + U * (-step), fused
             return
+        U = step * update  # (k, *shape)
         # Mixed precision (e.g. bf16 parameters): compute in the fp32 stack, round once.
         W = torch.cat([ChainOptimizer.as_matrices(p, stack.group, c, shape) for p, c in zip(params, counts)])
         W = W.to(U.dtype) * decay - U

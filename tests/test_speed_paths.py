@@ -1,0 +1,146 @@
+"""Fast paths equal their plain references: the in-place AdamW part and the orthogonalizer kernels."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import muonlab
+from muonlab.stages.adam import fused_applies
+from tests.reference.adamw import adamw_step
+
+F32, F64 = torch.float32, torch.float64
+# a large tensor (>= 2^16 entries: saturated alone) and small ones (saturated by foreach calls)
+SHAPES = [(300, 257), (64, 33), (7,), (1,), (5, 4, 3)]
+HP = dict(lr=3e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+
+
+def _params(dtype=F32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.nn.Parameter(torch.randn(s, generator=g, dtype=dtype)) for s in SHAPES]
+
+
+def _grads(params, t):
+    g = torch.Generator().manual_seed(100 + t)
+    return [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in params]
+
+
+def _run(params, opt, steps):
+    for t in range(steps):
+        for p, gr in zip(params, _grads(params, t)):
+            p.grad = gr
+        opt.step()
+
+
+def test_adamw_part_is_torch_fused_adamw_bitwise():
+    """muonlab.AdamW on fp32 parameters == torch.optim.AdamW(fused=True), bitwise, over 10 steps."""
+    ours, ref = _params(), _params()
+    _run(ours, muonlab.AdamW(ours, **HP), 10)
+    _run(ref, torch.optim.AdamW(ref, fused=True, **HP), 10)
+    for a, b in zip(ours, ref):
+        assert torch.equal(a, b)
+
+
+def test_adamw_part_within_ulps_of_torch_foreach_adamw():
+    """vs torch.optim.AdamW(foreach=True), fp32: one step within 1 ulp of W plus 2 ulp of lr; ten within 1e-6."""
+    eps = torch.finfo(F32).eps
+    for steps in (1, 10):
+        ours, ref = _params(), _params()
+        _run(ours, muonlab.AdamW(ours, **HP), steps)
+        _run(ref, torch.optim.AdamW(ref, foreach=True, **HP), steps)
+        for a, b in zip(ours, ref):
+            a, b = a.detach(), b.detach()
+            if steps == 1:  # torch's fused and foreach kernels round the same formula differently
+                assert ((a - b).abs() <= eps * b.abs() + 2 * eps * HP["lr"]).all()
+            else:
+                torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_adamw_part_equals_fp64_reference_loop():
+    """fp64: the in-place path equals the plain per-parameter loop from the paper to 1e-13 over 20 steps."""
+    ours = _params(F64)
+    ref = [p.detach().clone() for p in ours]
+    ms = [torch.zeros_like(p) for p in ref]
+    vs = [torch.zeros_like(p) for p in ref]
+    opt = muonlab.AdamW(ours, **HP)
+    for t in range(20):
+        grads = _grads(ours, t)
+        for p, gr in zip(ours, grads):
+            p.grad = gr
+        opt.step()
+        for W, G, m, v in zip(ref, grads, ms, vs):
+            adamw_step(W, G, m, v, t + 1, **HP)
+    for a, b, m, v in zip(ours, ref, ms, vs):
+        torch.testing.assert_close(a.detach(), b, rtol=1e-13, atol=1e-15)
+        torch.testing.assert_close(opt.state[a]["exp_avg"], m, rtol=1e-13, atol=1e-15)
+        torch.testing.assert_close(opt.state[a]["exp_avg_sq"], v, rtol=1e-13, atol=1e-15)
+
+
+def test_adamw_part_runs_in_place_without_stacking():
+    """fp32 AdamW state is standalone per-parameter tensors (no stacked buffer behind them), grads untouched."""
+    params = _params()
+    opt = muonlab.AdamW(params, **HP)
+    assert fused_applies(params)
+    _run(params, opt, 1)
+    grads = [p.grad.clone() for p in params]
+    opt.step()
+    assert opt._stack_cache == {}
+    for p, g in zip(params, grads):
+        st = opt.state[p]
+        assert set(st) == {"step", "exp_avg", "exp_avg_sq"}
+        assert st["exp_avg"]._base is None and st["exp_avg_sq"]._base is None
+        assert st["step"].shape == () and st["step"].dtype == p.dtype and float(st["step"]) == 2.0
+        assert st["exp_avg"].shape == p.shape and st["exp_avg"].dtype == p.dtype
+        assert torch.equal(p.grad, g)
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().reshape(-1).view(torch.int32 if t.dtype == F32 else torch.int64).clone()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_skipped_step_leaves_params_and_state_bitwise(bad):
+    """nonfinite='skip': a NaN/Inf gradient leaves every parameter and state tensor bitwise unchanged."""
+    params = _params()
+    opt = muonlab.Muon([{"params": params[:1]}, {"params": params[1:], "algorithm": "adamw"}], adamw_weight_decay=0.1)
+    _run(params, opt, 2)
+    before = [_bits(p) for p in params]
+    state = [{k: _bits(v) for k, v in opt.state[p].items()} for p in params]
+    grads = _grads(params, 5)
+    grads[2][3] = bad  # only one small AdamW parameter is bad: all must stay
+    for p, gr in zip(params, grads):
+        p.grad = gr
+    opt.step()
+    assert opt.skipped_steps == 1
+    for p, b, st in zip(params, before, state):
+        assert torch.equal(_bits(p), b)
+        assert all(torch.equal(_bits(opt.state[p][k]), v) for k, v in st.items())
+    _run(params, opt, 1)  # and the next good step runs as step 3
+    assert float(opt.state[params[1]]["step"]) == 3.0
+
+
+def test_bf16_params_keep_fp32_state_on_the_stack_path():
+    """bf16 parameters are not fused (their state stays fp32) and still step."""
+    params = [torch.nn.Parameter(torch.randn(8, 3).bfloat16())]
+    assert not fused_applies(params)
+    opt = muonlab.AdamW(params, **HP)
+    before = params[0].detach().clone()
+    params[0].grad = torch.randn(8, 3).bfloat16()
+    opt.step()
+    assert opt.state[params[0]]["exp_avg"].dtype == F32
+    assert not torch.equal(params[0].detach(), before)
+
+
+def test_state_dict_round_trip_in_place_path():
+    """A state dict of the in-place path loads into a fresh optimizer, which then steps bitwise alike."""
+    params = _params()
+    opt = muonlab.AdamW(params, **HP)
+    _run(params, opt, 3)
+    sd = opt.state_dict()
+    twin = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    opt2 = muonlab.AdamW(twin, **HP)
+    opt2.load_state_dict(sd)
+    _run(params, opt, 2)
+    _run(twin, opt2, 2)
+    for a, b in zip(params, twin):
+        assert torch.equal(a, b)
