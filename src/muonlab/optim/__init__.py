@@ -10,13 +10,14 @@ from .trasmuon import TrasMuon  # registers "trasmuon"
 from .normuon import NorMuon  # registers "normuon"
 from .adamuon import AdaMuon  # registers "adamuon"
 from .sfnormuon import SFNorMuon  # registers "sfnormuon"
+from .adam_single_beta import AdamSingleBeta  # not registered: an AdamW configuration
 from .registry import OptimizerInfo, optimizer_infos, optimizers, register
 from .shell import ChainOptimizer
 from .pion import Pion  # registers "pion"
 from .ngnm import NGNM  # registers "ngnm"
 
 __all__ = [
-    "NAMO", "NAMOD", "AdaGO", "AdaMuon", "AdamW", "ChainOptimizer", "Muon", "NorMuon", "OptimizerInfo", "SFNorMuon", "TrasMuon",
+    "NAMO", "NAMOD", "AdaGO", "AdaMuon", "AdamSingleBeta", "AdamW", "ChainOptimizer", "Muon", "NorMuon", "OptimizerInfo", "SFNorMuon", "TrasMuon",
     "optimizer_infos", "optimizers", "register",
     "Pion", "NGNM",
 ]
