@@ -151,3 +151,15 @@ def test_contract_extreme_gradients(kind):
 def test_skip_leaves_residual_unchanged(bad):
     """nonfinite='skip': a NaN/Inf step changes no parameter and no state (the residual included)."""
     reliability.test_skip_leaves_everything_bitwise_unchanged(muonlab.Muon, EF, bad)
+
+
+def test_bench_task_routes_the_matrix_to_the_orthogonal_group():
+    """The 'lipschitz' bench task: W is a hidden matrix for param_groups, f(W_0) = 11 and the floor 5.5."""
+    from muonlab.bench.tasks import make_task
+
+    task = make_task("lipschitz")
+    model = task.make_model(0)
+    groups = muonlab.param_groups(model)
+    (group,) = [g for g in groups if any(p is model.linear.weight for p in g["params"])]
+    assert group["algorithm"] == "orthogonal"
+    assert task.evaluate(model) == pytest.approx({"val_loss": 11.0, "floor": 5.5})

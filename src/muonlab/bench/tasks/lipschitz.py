@@ -1,6 +1,6 @@
 """``lipschitz``: the sign counterexample (convex, Lipschitz) on the diagonal of a matrix.
 
-The "model" holds one square parameter ``weight`` (``2p x 2p``) starting at
+The "model" holds one square parameter ``linear.weight`` (``2p x 2p``) starting at
 ``SignCounterexample.start()``; the loss is ``f(W) = sum_i |a_i - b_i| + eps |a_i + b_i|`` over its
 diagonal pairs (minimum 0, so ``val_loss`` is the suboptimality). No data: batches are ``None`` and
 the subgradient is exact, so runs are deterministic. Muon without momentum cannot go below
@@ -27,15 +27,23 @@ from ._common import check_finite, check_positive_int
 
 
 class LipschitzModel(nn.Module):
-    """Holds the square matrix parameter ``weight`` (routed as a hidden matrix)."""
+    """Holds the square matrix as ``linear.weight``, which ``muonlab.param_groups`` routes as a hidden matrix."""
 
     def __init__(self, W0: torch.Tensor) -> None:
         super().__init__()
-        self.weight = nn.Parameter(W0.clone())
+        self.linear = nn.Linear(W0.shape[1], W0.shape[0], bias=False)
+        with torch.no_grad():
+            self.linear.weight.copy_(W0)
+        # A lone Linear would be routed as the output head (AdamW: "last Linear of a model without
+        # embeddings"). A frozen, unused one-row embedding of the same width tells the router that
+        # this is a base model whose last Linear maps back to a hidden width, so the optimizer under
+        # test (not its AdamW part) sees W. It has no gradient and is never updated.
+        self.marker = nn.Embedding(1, W0.shape[1])
+        self.marker.weight.requires_grad_(False)
 
     def forward(self) -> torch.Tensor:
         """The matrix itself (so a ``DistributedDataParallel`` wrapper works)."""
-        return self.weight
+        return self.linear.weight
 
 
 @dataclass
