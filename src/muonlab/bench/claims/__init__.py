@@ -63,10 +63,11 @@ def _plan(claims: list[Claim]) -> tuple[dict[str, set[str]], dict[str, dict[str,
     mults: dict[str, dict[str, tuple[float, ...]]] = {}
     for claim in claims:
         for c in claim.comparisons:
-            arms.setdefault(c.experiment, set()).update((c.a, c.b))
+            arms.setdefault(c.experiment, set()).add(c.a)
+            arms.setdefault(c.exp_b, set()).add(c.b)
             if c.lr_mult != 1.0:
-                per = mults.setdefault(c.experiment, {})
-                for name in (c.a, c.b):
+                for exp, name in ((c.experiment, c.a), (c.exp_b, c.b)):
+                    per = mults.setdefault(exp, {})
                     per[name] = tuple(sorted(set(per.get(name, ())) | {c.lr_mult}))
     return arms, mults
 

@@ -43,8 +43,7 @@ def _list() -> None:
         if claim.todo:
             print(f"    skipped: {claim.todo}")
         for c in claim.comparisons:
-            mult = "" if c.lr_mult == 1.0 else f" at {c.lr_mult:g}x best lr"
-            print(f"    {c.experiment}: {c.a} < {c.b}{mult}")
+            print(f"    {c.experiment}: {c.describe()}")
 
 
 def main(argv: Sequence[str]) -> int:

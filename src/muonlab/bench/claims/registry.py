@@ -15,6 +15,8 @@ References (papers; the claims are quoted from their abstracts):
     NAMO / NAMO-D: arXiv 2602.17080. AdaGO: arXiv 2509.02981. TrasMuon: arXiv 2602.13498.
     NorMuon: arXiv 2510.05491. AdaMuon: arXiv 2507.11005. Muon: Jordan et al. (2024),
     https://kellerjordan.github.io/posts/muon/. Polar Express: Amsel et al., arXiv 2505.16932.
+    Muon on convex Lipschitz functions (EF): Parshakova et al., arXiv 2605.08980. SF-NorMuon: Apte et al.,
+    arXiv 2605.23061. Adam with beta1 = beta2: Orvieto & Gower, arXiv 2505.21829.
     NAMO weight decay as implemented by the authors vs AdamW-style: minxin-zhg/namo issues #1, #3.
 """
 
@@ -36,10 +38,11 @@ def _hybrid(name: str, optimizer: str, grid: tuple[float, ...], **hparams) -> Ar
 
 
 def _gpt(name: str, description: str, task: dict, steps: int, warmup: int, arms: tuple[Arm, ...],
-         eval_every: int = 50) -> Experiment:
+         eval_every: int = 50, schedule: str = "warmup_cosine") -> Experiment:
     base = {"task": {"name": "gpt", **task}, "steps": steps, "eval_every": eval_every, "seeds": SEEDS,
             "sweep_seeds": 1, "grad_clip": 1.0,
-            "schedule": {"kind": "warmup_cosine", "warmup": warmup, "min_lr_ratio": 0.1}}
+            "schedule": {"kind": schedule, "warmup": warmup,
+                         "min_lr_ratio": 0.1 if schedule != "constant" else 1.0}}
     extra = {"max_bytes": 60_000} if task.get("data") == "text" else {"train_tokens": 4000, "val_tokens": 1000}
     tiny = {**_GPT_TINY, "task": {**_GPT_TINY["task"], **extra}}
     return Experiment(name, description, base, arms, quick=_GPT_QUICK, tiny=tiny)
@@ -82,12 +85,25 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
              Arm("adamw", "adamw", (3e-3, 1e-2, 3e-2)),
              _hybrid("muon", "muon", _MUON_GRID_TEXT),
              _hybrid("trasmuon", "trasmuon", (3e-3, 1e-2, 3e-2)),
+             _hybrid("normuon", "normuon", _MUON_GRID_TEXT),  # the scheduled reference of the SF-NorMuon claim
              *_ablation_arms(_MUON_GRID_TEXT),
          ), eval_every=25),
     _gpt("text-short-nowarmup", "as text-short, no warmup (cosine from step 1)", _TEXT_SHORT, 300, 0, (
         Arm("adamw", "adamw", (3e-3, 1e-2, 3e-2)),
         _hybrid("muon", "muon", _MUON_GRID_TEXT),
         _hybrid("trasmuon", "trasmuon", (3e-3, 1e-2, 3e-2)),
+    ), eval_every=25),
+    _gpt("text-short-constant", "as text-short, warmup 30 then constant lr (no decay)", _TEXT_SHORT, 300, 30, (
+        Arm("adamw", "adamw", (3e-3, 1e-2, 3e-2)),
+        _hybrid("normuon", "normuon", _MUON_GRID_TEXT),
+        _hybrid("sfnormuon", "sfnormuon", (3e-3, 1e-2, 3e-2)),
+    ), eval_every=25, schedule="constant"),
+    # Adam(W) variants only, weight decay 0 everywhere: then the plain-parameter AdamW baseline and the
+    # param_groups-built arms (whose 1-D group has no decay) differ in nothing but their betas.
+    _gpt("text-short-adam", "as text-short, Adam variants only, weight decay 0", _TEXT_SHORT, 300, 30, (
+        Arm("adamw", "adamw", (3e-3, 1e-2, 3e-2), {"weight_decay": 0.0}),
+        Arm("adamw.betas0.95", "adamw", (3e-3, 1e-2, 3e-2), {"betas": [0.9, 0.95], "weight_decay": 0.0}),
+        Arm("adam-single-beta", "adam-single-beta", (3e-3, 1e-2, 3e-2), {"weight_decay": 0.0}),
     ), eval_every=25),
     _gpt("zipf", "GPT 2x64 on Zipf-PCFG (vocab 1024), ctx 64, 300 steps, warmup 30 + cosine", _ZIPF, 300, 30, (
         Arm("adamw", "adamw", (1e-3, 3e-3, 1e-2)),
@@ -102,6 +118,17 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                 _hybrid("adago", "adago", (0.03, 0.1, 0.3))),
                quick={"steps": 40, "eval_every": 10},
                tiny={"steps": 4, "eval_every": 2, "task": {"width": 4, "batch_size": 16}}),
+    # The sign counterexample (convex, Lipschitz; deterministic: every seed is the same run). Linear
+    # decay to 0, the schedule under which subgradient methods converge on such problems.
+    Experiment("lipschitz", "Muon on the convex Lipschitz sign counterexample (8x8 diagonal), 400 steps, "
+               "linear decay to 0", {"task": {"name": "lipschitz"}, "steps": 400, "eval_every": 20, "seeds": SEEDS,
+                                     "sweep_seeds": 1,
+                                     "schedule": {"kind": "linear_decay", "warmup": 0, "min_lr_ratio": 0.0}},
+               (Arm("muon.no-momentum", "muon", (0.01, 0.03, 0.1), {"momentum": 0.0, "nesterov": False}),
+                Arm("muon.ef", "muon", (0.01, 0.03, 0.1), {"momentum": 0.0, "nesterov": False, "error_feedback": True},
+                    needs=("error_feedback",)),
+                Arm("muon", "muon", (0.01, 0.03, 0.1))),
+               quick={"steps": 40, "eval_every": 10}, tiny={"steps": 4, "eval_every": 2}),
     Experiment("regression", "tanh MLP 3x128 on a random sum of sinusoids, 1000 steps, constant lr",
                {"task": {"name": "regression"}, "steps": 1000, "eval_every": 50, "seeds": SEEDS, "sweep_seeds": 1,
                 "schedule": {"kind": "constant", "warmup": 20, "min_lr_ratio": 1.0}},
@@ -144,12 +171,19 @@ CLAIMS: dict[str, Claim] = {c.name: c for c in (
             "(NS schedule / exact polar, bf16 NS, Nesterov, momentum, the AdamW part's eps and betas)",
             tuple(Comparison(exp, a.name, "muon") for a in _ablation_arms(())))
       for exp in ("text-short", "zipf")),
-    Claim("ef-muon", "error-feedback Muon", "EF-Muon on a convex Lipschitz problem",
-          todo="EF-Muon and its convex Lipschitz task are not in this version; no experiment defined yet"),
-    Claim("sf-normuon", "SF-NorMuon", "SF-NorMuon's anytime (schedule-free) checkpoints",
-          todo="SF-NorMuon is not in this version; no experiment defined yet"),
-    Claim("adam-beta1-eq-beta2", "Adam with beta1 = beta2", "Adam with beta1 = beta2 matches or beats AdamW",
-          todo="the beta1 = beta2 Adam variant is not in this version; no experiment defined yet"),
+    Claim("ef-muon", "Muon on convex Lipschitz functions, arXiv 2605.08980",
+          "Muon (no momentum) does not converge on a convex Lipschitz function; error feedback fixes it "
+          "(deterministic problem: every seed is the same run, so the intervals have zero width)",
+          _vs("lipschitz", "muon.ef", "muon.no-momentum", "muon")),
+    Claim("sf-normuon", "SF-NorMuon, arXiv 2605.23061",
+          "schedule-free NorMuon trains 'anytime': without a decay schedule its checkpoints (the average x) beat "
+          "NorMuon at a constant lr, and match NorMuon with a cosine schedule",
+          tuple(Comparison("text-short-constant", "sfnormuon", "normuon", at=f) for f in (0.5, 1.0))
+          + tuple(Comparison("text-short-constant", "sfnormuon", "normuon", at=f, experiment_b="text-short")
+                  for f in (0.5, 1.0))),
+    Claim("adam-beta1-eq-beta2", "Orvieto & Gower, arXiv 2505.21829",
+          "Adam with beta1 = beta2 (0.95) matches or beats Adam with separate betas",
+          _vs("text-short-adam", "adam-single-beta", "adamw", "adamw.betas0.95")),
 )}
 
 GROUPS: dict[str, list[str]] = {"ablation": ["ablation-text-short", "ablation-zipf"]}

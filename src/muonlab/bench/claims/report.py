@@ -37,11 +37,7 @@ class Row:
 
     @property
     def label(self) -> str:
-        c = self.comparison
-        if c is None:
-            return self.claim.statement
-        mult = "" if c.lr_mult == 1.0 else f" at {c.lr_mult:g}x best lr"
-        return c.label or f"{c.a} < {c.b}{mult}"
+        return self.claim.statement if self.comparison is None else self.comparison.describe()
 
 
 def evaluate(claim: Claim, outcomes: dict[str, ExperimentOutcome]) -> list[Row]:
@@ -50,13 +46,12 @@ def evaluate(claim: Claim, outcomes: dict[str, ExperimentOutcome]) -> list[Row]:
         return [Row(claim, None, None, SKIPPED, [claim.todo])]
     rows = []
     for comp in claim.comparisons:
-        out = outcomes[comp.experiment]
-        a, b = out.arms[comp.a], out.arms[comp.b]
+        a, b = outcomes[comp.experiment].arms[comp.a], outcomes[comp.exp_b].arms[comp.b]
         skipped = [f"{r.arm.name}: {r.skipped}" for r in (a, b) if r.skipped]
         if skipped:
             rows.append(Row(claim, comp, None, SKIPPED, skipped))
             continue
-        va, vb = a.values(comp.lr_mult), b.values(comp.lr_mult)
+        va, vb = a.values(comp.lr_mult, comp.at), b.values(comp.lr_mult, comp.at)
         va = {s: v for s, v in va.items() if math.isfinite(v)}
         vb = {s: v for s, v in vb.items() if math.isfinite(v)}
         notes = [f"lr optimum on the grid edge: {r.arm.name} ({r.best_lr:.3g})" for r in (a, b) if r.edge]

@@ -50,6 +50,7 @@ class ArmResult:
 
     arm: Arm
     skipped: str | None = None
+    steps: int = 0                                              # the experiment's step budget
     grid: list[float] = field(default_factory=list)
     best_lr: float | None = None
     edge: bool = False                                          # best lr on the edge of a 3+ point grid
@@ -60,8 +61,18 @@ class ArmResult:
     multiples: dict[float, dict[int, float]] = field(default_factory=dict)   # k -> seed -> loss at k x best
     multiples_diverged: dict[float, list[int]] = field(default_factory=dict)
     curve: dict[int, float] = field(default_factory=dict)       # step -> mean val loss (held-out seeds, best lr)
+    curves: dict[int, dict[int, float]] = field(default_factory=dict)  # seed -> step -> val loss (held-out, best lr)
 
-    def values(self, mult: float = 1.0) -> dict[int, float]:
+    def values(self, mult: float = 1.0, at: float = 1.0) -> dict[int, float]:
+        """seed -> loss at ``mult`` x best lr; ``at < 1``: the val loss of the evaluation nearest ``at`` x budget."""
+        if at != 1.0:
+            target, out = at * self.steps, {}
+            for seed, c in self.curves.items():
+                if seed in self.diverged and target > max(c, default=0):
+                    out[seed] = self.heldout[seed]  # diverged before the checkpoint: no progress
+                elif c:
+                    out[seed] = c[min(c, key=lambda step: abs(step - target))]
+            return out
         return self.heldout if mult == 1.0 else self.multiples.get(mult, {})
 
     def n_diverged(self, mult: float = 1.0) -> int:
@@ -88,6 +99,23 @@ def skip_reason(arm: Arm, registry: dict[str, type]) -> str | None:
     if missing:
         return f"{registry[arm.optimizer].__name__} has no {missing[0]!r} option in this version"
     return None
+
+
+ADAM_FAMILY = ("adamw", "adam-single-beta")  # optimizers that orthogonalize nothing
+
+
+def hidden_matrices(cfg: ExperimentConfig) -> int:
+    """How many parameters of the experiment's model ``muonlab.param_groups`` routes to the orthogonal part."""
+    import warnings
+
+    import muonlab
+    from muonlab.bench.validate import make_task
+
+    model = make_task(cfg).make_model(cfg.seeds[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the bench itself shows routing warnings once per run
+        groups = muonlab.param_groups(model)
+    return sum(len(g["params"]) for g in groups if g.get("algorithm") == "orthogonal")
 
 
 def needed_arms(exp: Experiment, names: set[str]) -> list[Arm]:
@@ -130,14 +158,18 @@ def score(rec: RunRecord) -> tuple[float, bool]:
     return (float(first["val_loss"]) if first else math.nan), True
 
 
-def _curve(records: list[RunRecord]) -> dict[int, float]:
+def _seed_curve(rec: RunRecord, initial: float) -> dict[int, float]:
+    """step -> val loss of one run; after a divergence every later evaluation scores ``initial``."""
+    rows = load_run(rec.path)[1] if rec.path.is_file() else []
+    curve = {r["step"]: r["val_loss"] for r in rows if r.get("val_loss") is not None}
+    return {s: (v if math.isfinite(v) else initial) for s, v in sorted(curve.items())}
+
+
+def _mean_curve(curves: list[dict[int, float]]) -> dict[int, float]:
     by_step: dict[int, list[float]] = {}
-    for rec in records:
-        if rec.path.is_file():
-            for row in load_run(rec.path)[1]:
-                v = row.get("val_loss")
-                if v is not None and math.isfinite(v):
-                    by_step.setdefault(row["step"], []).append(v)
+    for c in curves:
+        for s, v in c.items():
+            by_step.setdefault(s, []).append(v)
     return {s: statistics.fmean(v) for s, v in sorted(by_step.items())}
 
 
@@ -153,6 +185,12 @@ def run_arms(exp: Experiment, names: set[str], multiples: dict[str, tuple[float,
     for a in arms:  # in order, so a dependency is decided before its dependents
         dep = next((d for d in a.depends_on() if results[d].skipped), None)
         results[a.name].skipped = skip_reason(a, registry) or (f"depends on {dep!r}, skipped" if dep else None)
+    ortho = [a for a in arms if not results[a.name].skipped and a.optimizer not in ADAM_FAMILY]
+    seeds0 = list(exp.base["seeds"])[:1]
+    if ortho and hidden_matrices(_config(exp, [(ortho[0], list(ortho[0].lr_grid) or [1.0], {})], mode, seeds0, 1)) == 0:
+        for a in ortho:  # every parameter would train with the AdamW part: a Muon-family figure would be AdamW's
+            results[a.name].skipped = (f"muonlab.param_groups routes no parameter of the {exp.base['task']['name']!r} "
+                                       "model to the orthogonalized part (it would train as AdamW)")
     live = [a for a in arms if not results[a.name].skipped]
     alias = {a.name: registry[a.optimizer] for a in live}
     swept, followers = [a for a in live if a.follow is None], [a for a in live if a.follow]
@@ -210,6 +248,7 @@ def run_arms(exp: Experiment, names: set[str], multiples: dict[str, tuple[float,
     for name, r in results.items():
         if r.skipped or r.best_lr is None:
             continue
+        r.steps = cfg.steps if cfg is not None and cfg.steps else 0
         mine = [rec for rec in records if rec.spec.optimizer == name]
         for lr in r.grid:
             vals = [final_loss(rec.summary) for rec in mine if rec.spec.lr == lr and rec.spec.seed in seeds[:n_sweep]]
@@ -219,7 +258,8 @@ def run_arms(exp: Experiment, names: set[str], multiples: dict[str, tuple[float,
         for rec in at_best:
             value, div = score(rec)
             r.heldout[rec.spec.seed] = value
+            r.curves[rec.spec.seed] = _seed_curve(rec, value)
             if div:
                 r.diverged.append(rec.spec.seed)
-        r.curve = _curve(at_best)
+        r.curve = _mean_curve([c for s, c in r.curves.items() if s not in r.diverged])
     return ExperimentOutcome(exp, cfg, root / exp.name, heldout, results)

@@ -77,13 +77,34 @@ class Experiment:
 
 @dataclass(frozen=True)
 class Comparison:
-    """"``a`` has a lower final validation loss than ``b``" on ``experiment`` at ``lr_mult`` x best lr."""
+    """"``a`` has a lower validation loss than ``b``" at ``lr_mult`` x each one's best lr.
+
+    ``a`` runs in ``experiment``, ``b`` in ``experiment_b`` (default: the same). Experiments that differ
+    only in their schedule still pair by seed (same initialisation and data order). ``at`` is the
+    fraction of the budget where the losses are read (1.0: the final evaluation; 0.5: the evaluation
+    nearest the middle of the run, an "anytime" checkpoint).
+    """
 
     experiment: str
     a: str
     b: str
     lr_mult: float = 1.0
     label: str = ""
+    experiment_b: str | None = None
+    at: float = 1.0
+
+    @property
+    def exp_b(self) -> str:
+        return self.experiment_b or self.experiment
+
+    def describe(self) -> str:
+        """``"a < b [(experiment_b)] [at k x best lr] [at f of the budget]"`` (or the explicit label)."""
+        if self.label:
+            return self.label
+        b = self.b if self.exp_b == self.experiment else f"{self.b} ({self.exp_b})"
+        mult = "" if self.lr_mult == 1.0 else f" at {self.lr_mult:g}x best lr"
+        at = "" if self.at == 1.0 else f" at {self.at:.0%} of the budget"
+        return f"{self.a} < {b}{mult}{at}"
 
 
 @dataclass(frozen=True)
@@ -101,6 +122,7 @@ class Claim:
     def experiments(self) -> list[str]:
         seen: list[str] = []
         for c in self.comparisons:
-            if c.experiment not in seen:
-                seen.append(c.experiment)
+            for e in (c.experiment, c.exp_b):
+                if e not in seen:
+                    seen.append(e)
         return seen
