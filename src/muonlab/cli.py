@@ -1,8 +1,10 @@
-"""Command line: ``python -m muonlab {bench, list, curvature} ...`` (also the ``muonlab`` script).
+"""Command line: ``python -m muonlab {bench, list, curvature, perf, probes} ...`` (also the ``muonlab`` script).
 
-* ``bench [CONFIG] [--set k=v ...] [--optimizers a,b] [--quick] [--out DIR] [--nproc N]``: run an
-  experiment (a shipped config name such as ``demo`` or a path to a TOML file) and write its report;
-  ``--nproc N`` trains every run data-parallel on N ranks (DDP; also works under ``torchrun``).
+* ``--version``: the installed muonlab version.
+* ``bench [CONFIG] [--set k=v ...] [--optimizers a,b] [--quick] [--fresh] [--out DIR] [--nproc N]``:
+  run an experiment (a shipped config name such as ``demo`` or a path to a TOML file) and write its
+  report; finished runs with the same cache key are reused unless ``--fresh``; ``--nproc N`` trains
+  every run data-parallel on N ranks (DDP; also works under ``torchrun``).
 * ``bench claims [NAME ...] [--quick] [--out DIR] [--list]``: re-measure the papers' claims with
   confidence intervals and verdicts (``muonlab.bench.claims``).
 * ``list``: the registered optimizers and tasks and the shipped configs.
@@ -12,7 +14,10 @@
 * ``probes [--optimizers a,b] [--json]``: the failure probes (``muonlab.probes``), optimizers x
   probes, ✓ / ✗ with the reason of each failure; exit status 1 if any failed.
 
-Configuration errors are printed without a traceback and exit with status 2.
+Every subcommand checks its whole configuration before any work. Bad input (an unknown optimizer,
+key or hyperparameter, with the nearest valid name; a value the optimizer's constructor rejects, with
+its own message; an unavailable device; an out-of-range value, naming its key; a malformed option) is
+answered with **one line on stderr** and exit status 2, never a traceback.
 
 References:
     Python ``argparse`` subcommands, https://docs.python.org/3/library/argparse.html#sub-commands.
@@ -24,9 +29,41 @@ import argparse
 import importlib
 import shlex
 import sys
+from pathlib import Path
 from typing import Sequence
 
 EXIT_CONFIG_ERROR = 2
+
+
+class UsageError(Exception):
+    """A malformed command line (argparse's complaint), reported as one line by :func:`main`."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(message)
+        self.prog = prog
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse without the usage dump: an error becomes :class:`UsageError` (one line, exit 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(self.prog, message)
+
+
+def one_line(exc: BaseException) -> str:
+    """The exception's message on a single line (TOML and torch messages may span several)."""
+    return " ".join(str(exc).split())
+
+
+def _names(value: str | None) -> list[str] | None:
+    return [s.strip() for s in value.split(",") if s.strip()] if value else None
+
+
+def _check_out(out: str) -> None:
+    from muonlab.bench.overrides import ConfigError
+
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ConfigError(f"--out: {out!r} exists and is not a directory")
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
@@ -42,6 +79,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true",
                    help="shrink to a smoke run (few steps, 2-point lr grids, <= 2 seeds, small model)")
     p.add_argument("--out", default="runs", metavar="DIR", help="output root (default: runs/)")
+    p.add_argument("--fresh", action="store_true",
+                   help="rerun every run, even those with a finished record of the same config, code and "
+                        "environment (by default those are reused and the report says where they came from)")
     p.add_argument("--no-progress", action="store_true", help="disable the progress display")
     # A string, checked by parse_nproc: a bad value gets one config-error line (exit 2), not argparse's usage.
     p.add_argument("--nproc", default=None, metavar="N",
@@ -75,11 +115,21 @@ def _add_perf(sub: argparse._SubParsersAction) -> None:
                    help="world sizes: run muonlab.perf_dist (local / replicated / sharded modes on gloo ranks)")
 
 
+def _check_world_sizes(value: str) -> None:
+    from muonlab.bench.overrides import ConfigError
+
+    sizes = value.split(",")
+    if not all(s.strip().isdigit() and int(s) >= 1 for s in sizes):
+        raise ConfigError(f"--nproc must be comma-separated integers >= 1 (world sizes), got {value!r}")
+
+
 def cmd_perf(args: argparse.Namespace, rest: Sequence[str]) -> int:
+    if args.nproc is not None:
+        _check_world_sizes(args.nproc)
     if args.nproc is None:
         from muonlab import perf
 
-        perf.main(list(rest))
+        perf.main(list(rest), parser_class=_Parser, prog="muonlab perf")
     else:
         from muonlab import perf_dist
 
@@ -100,12 +150,16 @@ def cmd_probes(args: argparse.Namespace) -> int:
     from muonlab.probes import run_probes
     from muonlab.probes.report import print_results, to_json
 
-    names = [s.strip() for s in args.optimizers.split(",") if s.strip()] if args.optimizers else None
-    try:
-        results = run_probes(names)
-    except ValueError as exc:  # an unknown optimizer name
-        print(f"muonlab probes: {exc}", file=sys.stderr)
-        return EXIT_CONFIG_ERROR
+    import muonlab
+    from muonlab.bench.overrides import ConfigError, unknown_name
+
+    names = _names(args.optimizers)
+    if args.optimizers is not None and not names:
+        raise ConfigError("--optimizers: empty list (give registered names, comma separated)")
+    for name in names or ():
+        if name not in muonlab.optimizers():
+            raise ConfigError("--optimizers: " + unknown_name("optimizer", name, muonlab.optimizers()))
+    results = run_probes(names)
     if args.json:
         print(to_json(results))
     else:
@@ -115,8 +169,10 @@ def cmd_probes(args: argparse.Namespace) -> int:
 
 def build_parser(load_curvature: bool = True) -> argparse.ArgumentParser:
     """The ``muonlab`` argument parser (``load_curvature``: import the curvature subcommand's options)."""
-    parser = argparse.ArgumentParser(prog="muonlab", description="Muon-family optimizers: benchmarks and "
-                                     "curvature diagnostics.")
+    from muonlab import __version__
+
+    parser = _Parser(prog="muonlab", description="Muon-family optimizers: benchmarks and curvature diagnostics.")
+    parser.add_argument("--version", action="version", version=f"muonlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{bench,list,curvature,perf,probes}")
     _add_bench(sub)
     sub.add_parser("list", help="registered optimizers and tasks, shipped configs")
@@ -127,18 +183,14 @@ def build_parser(load_curvature: bool = True) -> argparse.ArgumentParser:
 
 
 def cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from muonlab.bench import ConfigError, load_config
+    from muonlab.bench import load_config
     from muonlab.bench.parallel import launch_experiment, parse_nproc
 
-    names = [s.strip() for s in args.optimizers.split(",") if s.strip()] if args.optimizers else None
-    try:
-        nproc = parse_nproc(args.nproc)
-        cfg = load_config(args.config, args.overrides, optimizers=names, quick=args.quick)
-        launch_experiment(cfg, args.out, nproc=nproc, progress=not args.no_progress,
-                          command="python -m muonlab " + " ".join(shlex.quote(a) for a in argv))
-    except ConfigError as exc:
-        print(f"muonlab bench: config error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG_ERROR
+    nproc = parse_nproc(args.nproc)
+    _check_out(args.out)
+    cfg = load_config(args.config, args.overrides, optimizers=_names(args.optimizers), quick=args.quick)
+    launch_experiment(cfg, args.out, nproc=nproc, progress=not args.no_progress, fresh=args.fresh,
+                      command="python -m muonlab " + " ".join(shlex.quote(a) for a in argv))
     return 0  # the table and the paths of report.md and the plots were printed by run_experiment
 
 
@@ -159,10 +211,7 @@ def cmd_list() -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m muonlab`` and the ``muonlab`` console script."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(load_curvature=bool(argv) and argv[0] == "curvature")
+def _dispatch(parser: argparse.ArgumentParser, argv: list[str]) -> int:
     if argv[:2] == ["bench", "claims"]:  # its own parser: claim names, not a config (muonlab.bench.claims.cli)
         from muonlab.bench.claims.cli import main as claims_main
 
@@ -180,7 +229,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("muonlab curvature: the curvature diagnostics (muonlab.bench.curvature) are not installed "
               "in this version yet.", file=sys.stderr)
         return 1
+    _check_out(args.out)
     return int(args._curvature_run(args) or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m muonlab`` and the ``muonlab`` console script; returns the exit status."""
+    from muonlab.bench.overrides import ConfigError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(load_curvature=bool(argv) and argv[0] == "curvature")
+    command = next((a for a in argv if not a.startswith("-")), "")
+    try:
+        return _dispatch(parser, argv)
+    except UsageError as exc:
+        print(f"{exc.prog}: error: {one_line(exc)} (see {exc.prog} --help)", file=sys.stderr)
+    except ConfigError as exc:
+        print(f"muonlab {command}: config error: {one_line(exc)}".replace("  ", " "), file=sys.stderr)
+    except SystemExit as exc:  # --help and --version exit through argparse; hand their status back
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else EXIT_CONFIG_ERROR
+    return EXIT_CONFIG_ERROR
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -79,14 +79,31 @@ def candidates() -> dict[str, Callable[[list[torch.Tensor]], torch.optim.Optimiz
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def check_args(args: argparse.Namespace) -> None:
+    """Reject bad options before any work (``ConfigError``: one line and exit 2 under ``muonlab perf``)."""
+    from muonlab.bench.overrides import ConfigError
+    from muonlab.bench.validate import check_device
+
+    for key in ("d", "layers", "steps"):
+        if getattr(args, key) < 1:
+            raise ConfigError(f"--{key} must be an integer >= 1, got {getattr(args, key)}")
+    check_device(args.device, key="--device")
+    names = list(candidates())
+    for part in filter(None, args.only.split(",")):
+        if not any(part in n for n in names):
+            raise ConfigError(f"--only {part!r} matches no candidate (candidates: {'; '.join(names)})")
+
+
+def main(argv: list[str] | None = None, parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser,
+         prog: str | None = None) -> None:
+    ap = parser_class(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--d", type=int, default=768)
     ap.add_argument("--layers", type=int, default=12)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--only", default="", help="comma-separated substrings of candidate names")
     args = ap.parse_args(argv)
+    check_args(args)
     params = gpt_matrices(args.d, args.layers, args.device, torch.float32)
     n = sum(p.numel() for p in params)
     dev = torch.cuda.get_device_name() if args.device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"

@@ -43,7 +43,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-from muonlab.bench.overrides import ConfigError, apply_override, merge_quick, parse_override, shrink_quick
+from muonlab.bench.overrides import (ConfigError, apply_override, merge_quick, parse_override, shrink_quick,
+                                     did_you_mean, unknown_name)
 from muonlab.bench.schedule import SCHEDULES
 
 __all__ = ["ConfigError", "ExperimentConfig", "OptimizerConfig", "ScheduleConfig", "apply_override",
@@ -126,6 +127,10 @@ def _require(cond: bool, key: str, msg: str) -> None:
         raise ConfigError(f"{key}: {msg}")
 
 
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -133,7 +138,12 @@ def _number(value: Any) -> bool:
 def from_dict(raw: dict[str, Any], *, default_name: str = "experiment") -> ExperimentConfig:
     """Strictly parse a raw config dict (unknown keys and bad types raise :class:`ConfigError`)."""
     for key in raw:
-        _require(key in _TOP_KEYS, key, f"unknown key (known: {sorted(_TOP_KEYS)})")
+        _require(key in _TOP_KEYS, key, unknown_name("key", key, _TOP_KEYS))
+    # Scalars first: a bad budget is reported as itself, not through a value derived from it.
+    steps = raw.get("steps")
+    _require(steps is None or (_int(steps) and steps > 0), "steps", f"must be an integer > 0, got {steps!r}")
+    eval_every = raw.get("eval_every", 50)
+    _require(_int(eval_every) and eval_every > 0, "eval_every", f"must be an integer > 0, got {eval_every!r}")
     task = raw.get("task")
     _require(isinstance(task, dict) and isinstance(task.get("name"), str), "task.name",
              "missing: the [task] table needs a name")
@@ -141,10 +151,10 @@ def from_dict(raw: dict[str, Any], *, default_name: str = "experiment") -> Exper
     sched_raw = raw.get("schedule", {}) or {}
     _require(isinstance(sched_raw, dict), "schedule", "must be a table")
     for key in sched_raw:
-        _require(key in _SCHEDULE_KEYS, f"schedule.{key}", f"unknown key (known: {sorted(_SCHEDULE_KEYS)})")
+        _require(key in _SCHEDULE_KEYS, f"schedule.{key}", unknown_name("key", key, _SCHEDULE_KEYS))
     schedule = ScheduleConfig(**sched_raw)
     _require(schedule.kind in SCHEDULES, "schedule.kind", f"must be one of {SCHEDULES}, got {schedule.kind!r}")
-    _require(isinstance(schedule.warmup, int) and schedule.warmup >= 0, "schedule.warmup",
+    _require(_int(schedule.warmup) and schedule.warmup >= 0, "schedule.warmup",
              f"must be an integer >= 0, got {schedule.warmup!r}")
     _require(_number(schedule.min_lr_ratio) and 0 <= schedule.min_lr_ratio <= 1, "schedule.min_lr_ratio",
              f"must be in [0, 1], got {schedule.min_lr_ratio!r}")
@@ -165,11 +175,6 @@ def from_dict(raw: dict[str, Any], *, default_name: str = "experiment") -> Exper
         hparams = {k: v for k, v in spec.items() if k != "lr_grid"}
         optimizers.append(OptimizerConfig(name, [float(x) for x in grid], hparams))
 
-    steps = raw.get("steps")
-    _require(steps is None or (isinstance(steps, int) and steps > 0), "steps", f"must be an integer > 0, got {steps!r}")
-    eval_every = raw.get("eval_every", 50)
-    _require(isinstance(eval_every, int) and eval_every > 0, "eval_every",
-             f"must be an integer > 0, got {eval_every!r}")
     target = raw.get("target")
     _require(target is None or _number(target), "target", f"must be a number, got {target!r}")
     seeds = raw.get("seeds", [0, 1])
@@ -231,7 +236,8 @@ def load_config(config: str | Path | dict[str, Any], overrides: list[str] = (), 
         available = raw.get("optimizers") or {}
         for name in optimizers:
             _require(name in available, f"optimizers.{name}",
-                     f"--optimizers names an optimizer the config does not define (defined: {sorted(available)})")
+                     f"--optimizers names {name!r}, which this config does not define"
+                     + (did_you_mean(name, available) or f" (defined: {', '.join(sorted(available))})"))
         raw["optimizers"] = {k: v for k, v in available.items() if k in optimizers}
     if quick:
         raw = shrink_quick(raw)

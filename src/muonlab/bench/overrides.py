@@ -10,8 +10,9 @@ References:
 from __future__ import annotations
 
 import copy
+import difflib
 import sys
-from typing import Any
+from typing import Any, Iterable
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -21,6 +22,27 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 class ConfigError(ValueError):
     """An experiment configuration is invalid; the message names the offending key."""
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """``"; did you mean 'steps'?"`` for the closest of ``choices`` (difflib), else ``""``.
+
+    A prefixed choice also matches by its last part (``betaz`` -> ``adamw_betas``), since the
+    hybrids' AdamW knobs are the AdamW names behind an ``adamw_`` prefix.
+    """
+    choices = [str(c) for c in choices]
+    close = difflib.get_close_matches(str(name), choices, n=1, cutoff=0.6)
+    if not close:
+        tails = {c.split("_", 1)[1]: c for c in reversed(choices) if "_" in c}
+        close = [tails[t] for t in difflib.get_close_matches(str(name), list(tails), n=1, cutoff=0.6)]
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def unknown_name(what: str, name: str, choices: Iterable[str]) -> str:
+    """``"unknown key 'stepz'; did you mean 'steps'?"``, or the valid names when none is close."""
+    choices = sorted(str(c) for c in choices)
+    hint = did_you_mean(name, choices)
+    return f"unknown {what} {name!r}" + (hint or f" (valid: {', '.join(choices)})")
 
 
 # Generic --quick shrinking, applied after the file's own [quick] table.
@@ -113,11 +135,13 @@ def shrink_quick(raw: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(raw)
     out["quick"] = True
     out["grad_accum"] = 1
-    if "steps" in out and isinstance(out["steps"], int):
-        out["steps"] = min(out["steps"], QUICK_MAX_STEPS)
-    else:
-        out["steps"] = QUICK_MAX_STEPS
-    out["eval_every"] = max(1, min(int(out.get("eval_every", 50)), out["steps"] // 4 or 1))
+    steps = out.get("steps", QUICK_MAX_STEPS)
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        return out  # an invalid budget: derive nothing from it, so the parser blames `steps` itself
+    out["steps"] = min(steps, QUICK_MAX_STEPS)
+    eval_every = out.get("eval_every", 50)
+    if isinstance(eval_every, int) and not isinstance(eval_every, bool) and eval_every >= 1:
+        out["eval_every"] = max(1, min(eval_every, out["steps"] // 4 or 1))
     seeds = out.get("seeds", [0, 1])
     if isinstance(seeds, list):
         out["seeds"] = seeds[:QUICK_MAX_SEEDS]

@@ -7,6 +7,10 @@
 * ``update_stats.png`` (only when ``UpdateStats`` was recorded): update RMS and singular-value
   ratio ``σ_max/σ_median`` of the hidden-matrix updates vs step, best lr, seed mean.
 
+Every optimizer keeps one look across all plots (:func:`optimizer_style`, by its position in the
+config): its own colour *and* its own line style and marker, so two optimizers whose curves lie on
+top of each other (Muon and NorMuon on small models) both stay visible, also in grayscale.
+
 References:
     matplotlib, https://matplotlib.org (``matplotlib.use("Agg")`` for file output).
 """
@@ -19,6 +23,20 @@ from pathlib import Path
 
 from muonlab.bench.runner import load_run
 from muonlab.bench.sweep import ExperimentResult, final_loss
+
+
+# Tableau-10 colours and eight dash patterns: the first eight optimizers differ in both, and any two
+# of the first 40 differ in at least one (10 and 8 are not coprime, so pairs repeat after lcm = 40).
+COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray",
+          "tab:olive", "tab:cyan")
+LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)), (0, (8, 2)), (0, (1, 1)), (0, (4, 2, 1, 2, 1, 2, 1, 2)))
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def optimizer_style(index: int) -> dict[str, object]:
+    """``color``, ``linestyle`` and ``marker`` of the ``index``-th optimizer (matplotlib keywords)."""
+    return {"color": COLORS[index % len(COLORS)], "linestyle": LINESTYLES[index % len(LINESTYLES)],
+            "marker": MARKERS[index % len(MARKERS)]}
 
 
 def _pyplot():
@@ -42,30 +60,34 @@ def _curves(result: ExperimentResult, name: str, key: str) -> dict[int, list[flo
     return dict(sorted(by_step.items()))
 
 
-def _line_with_band(ax, curve: dict[int, list[float]], label: str) -> None:
+def _line_with_band(ax, curve: dict[int, list[float]], label: str, style: dict[str, object]) -> None:
     steps = list(curve)
-    ax.plot(steps, [sum(v) / len(v) for v in curve.values()], label=label)
-    ax.fill_between(steps, [min(v) for v in curve.values()], [max(v) for v in curve.values()], alpha=0.2)
+    # About ten markers per line: enough to tell the lines apart where they overlap, not a clutter.
+    ax.plot(steps, [sum(v) / len(v) for v in curve.values()], label=label, markevery=max(1, len(steps) // 10),
+            markersize=4, linewidth=1.4, **style)
+    ax.fill_between(steps, [min(v) for v in curve.values()], [max(v) for v in curve.values()], alpha=0.15,
+                    color=style["color"])
 
 
-def plot_val_loss(result: ExperimentResult, path: Path) -> Path:
-    """Validation loss vs steps at the best lr, band over seeds; right panel zooms on the last 70%."""
+def val_loss_figure(result: ExperimentResult):
+    """The figure of :func:`plot_val_loss` (a ``matplotlib.figure.Figure``; the caller closes it)."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     start = 0.3 * result.steps  # early steps dominate the full view; the ranking is decided later
     late_values: list[float] = []
-    for opt in result.config.optimizers:
+    for i, opt in enumerate(result.config.optimizers):
         curve = _curves(result, opt.name, "val_loss")
         if not curve:
             continue
-        _line_with_band(axes[0], curve, f"{opt.name} (lr {result.best_lr[opt.name]:.3g})")
+        style = optimizer_style(i)
+        _line_with_band(axes[0], curve, f"{opt.name} (lr {result.best_lr[opt.name]:.3g})", style)
         late = {s: v for s, v in curve.items() if s >= start}
         if late:
-            _line_with_band(axes[1], late, opt.name)
+            _line_with_band(axes[1], late, opt.name, style)
             late_values += [x for v in late.values() for x in v]
     for ax, title in zip(axes, ("validation loss (best lr)", "zoom: last 70% of the budget")):
         if result.target is not None:
-            ax.axhline(result.target, color="gray", linestyle="--", linewidth=1, label="target")
+            ax.axhline(result.target, color="black", linestyle=(0, (2, 4)), linewidth=1, label="target")
         ax.set(xlabel="step", ylabel="validation loss", title=title)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
@@ -75,8 +97,14 @@ def plot_val_loss(result: ExperimentResult, path: Path) -> Path:
         axes[1].set_ylim(lo - pad, hi + pad)
     fig.suptitle(result.config.name)
     fig.tight_layout()
+    return fig
+
+
+def plot_val_loss(result: ExperimentResult, path: Path) -> Path:
+    """Validation loss vs steps at the best lr, band over seeds; right panel zooms on the last 70%."""
+    fig = val_loss_figure(result)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _pyplot().close(fig)
     return path
 
 
@@ -86,7 +114,7 @@ def plot_lr_sensitivity(result: ExperimentResult, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     finite_all = [final_loss(r.summary) for r in result.runs if math.isfinite(final_loss(r.summary))]
     top = max(finite_all) if finite_all else 1.0
-    for opt in result.config.optimizers:
+    for i, opt in enumerate(result.config.optimizers):
         lrs, losses, bad = [], [], []
         for lr in opt.lr_grid:
             vals = [final_loss(r.summary) for r in result.runs
@@ -97,9 +125,10 @@ def plot_lr_sensitivity(result: ExperimentResult, path: Path) -> Path:
                 losses.append(sum(finite) / len(finite))
             elif vals:
                 bad.append(lr)
-        (line,) = ax.plot(lrs, losses, marker="o", label=opt.name)
+        style = optimizer_style(i)
+        ax.plot(lrs, losses, label=opt.name, **style)
         if bad:
-            ax.plot(bad, [top] * len(bad), marker="x", linestyle="none", color=line.get_color())
+            ax.plot(bad, [top] * len(bad), marker="x", linestyle="none", color=style["color"])
     ax.set_xscale("log")
     ax.set(xlabel="learning rate (each optimizer in its own units)", ylabel="final validation loss",
            title=f"{result.config.name}: lr sensitivity (x = diverged)")
@@ -115,6 +144,7 @@ def plot_update_stats(result: ExperimentResult, path: Path) -> Path | None:
     """Update RMS and σ_max/σ_median traces, when the ``update_stats`` callback recorded them."""
     keys = [("update_rms", "update RMS"), ("update_sv_ratio", "σ_max / σ_median of the update")]
     data = {k: {o.name: _curves(result, o.name, k) for o in result.config.optimizers} for k, _ in keys}
+    styles = {o.name: optimizer_style(i) for i, o in enumerate(result.config.optimizers)}
     if not any(c for per_opt in data.values() for c in per_opt.values()):
         return None
     plt = _pyplot()
@@ -122,7 +152,7 @@ def plot_update_stats(result: ExperimentResult, path: Path) -> Path | None:
     for ax, (key, label) in zip(axes, keys):
         for name, curve in data[key].items():
             if curve:
-                _line_with_band(ax, curve, name)
+                _line_with_band(ax, curve, name, styles[name])
         ax.set(xlabel="step", ylabel=label, title=label)
         ax.set_yscale("log")
         ax.grid(alpha=0.3)

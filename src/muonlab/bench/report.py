@@ -20,6 +20,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
+from muonlab.bench import provenance
 from muonlab.bench.runner import environment
 from muonlab.bench.sweep import ExperimentResult, final_loss
 
@@ -126,7 +127,7 @@ def write_report(result: ExperimentResult) -> None:
     """Write ``report.md`` and the PNG plots into ``result.out_dir``; fills ``report_path``/``plots``."""
     from muonlab.bench.plot import make_plots
 
-    cfg, env = result.config, environment()
+    cfg, env, code = result.config, environment(), provenance.code_version()
     result.plots = make_plots(result)
     rows = summarize(result)
     lines = [f"# Benchmark report: `{cfg.name}`", ""]
@@ -137,7 +138,8 @@ def write_report(result: ExperimentResult) -> None:
         f"Machine: {env['machine']['platform']}, {env['machine']['processor']}, "
         f"{env['machine']['torch_threads']} torch threads  ",
         f"Versions: python {env['versions']['python']}, torch {env['versions']['torch']}, "
-        f"muonlab {env['versions']['muonlab']}, git {env['git_commit'] or 'n/a'}  ",
+        f"muonlab {env['versions']['muonlab']}, git "
+        f"{provenance.short_commit(env['git_commit'], env['git_dirty'])}, source hash {code['source_hash']}  ",
         f"Processes: world size {result.world_size}, mode {result.mode}"
         + (f" (each rank trains on 1/{result.world_size} of every batch; the logged losses are means over "
            "ranks; Newton–Schulz work is split across ranks)" if result.world_size > 1 else ""),
@@ -176,27 +178,62 @@ def write_report(result: ExperimentResult) -> None:
         lines += [f"- `{r.spec.run_id}` (non-finite loss at step {r.summary.get('diverged_at')})" for r in diverged]
     lines += ["", "## Plots", ""]
     lines += [f"![{p.stem}]({p.name})" for p in result.plots]
-    reused = sum(r.skipped for r in result.runs)
-    lines += ["", f"Run records (JSONL): {len(result.runs)} files in this folder"
-              + (f"; {reused} reused from an earlier invocation (resume): their timings, machine and versions "
-                 "are those in their own config rows." if reused else "."), ""]
+    lines += ["", *provenance_lines(result), ""]
     result.report_path = result.out_dir / "report.md"
     result.report_path.write_text("\n".join(lines), encoding="utf-8")
 
 
-def print_table(result: ExperimentResult, console: Any = None) -> None:
-    """Print the main table with rich, then where the report and plots are."""
-    from rich.console import Console
+def provenance_lines(result: ExperimentResult) -> list[str]:
+    """Markdown lines: how many runs were trained now and where each reused run came from."""
+    reused = [r for r in result.runs if r.skipped]
+    lines = [f"Run records (JSONL): {len(result.runs)} files in this folder; {len(result.runs) - len(reused)} "
+             f"trained by this invocation, {len(reused)} reused."]
+    if reused:
+        lines += ["", "**Reused runs** (same cache key: resolved config, muonlab version, git commit and dirty "
+                  "flag, source hash, torch version, device and Newton–Schulz dtype; `--fresh` reruns them). "
+                  "Their timings are those of the invocation that made them:", ""]
+        lines += [f"- `{r.spec.run_id}`: {r.origin}" for r in reused]
+    return lines
+
+
+# Terminal headers: two short lines each, so that the eight columns fit 80 characters.
+TERMINAL_HEADERS = ["optimizer", "best\nlr", "val loss\nmean ± std", "steps to\ntarget", "steps vs\nAdamW",
+                    "time to\ntarget s", "train\ntime s", "step time\nvs AdamW"]
+MAX_TABLE_WIDTH = 100  # wider terminals get a table of at most this width (the columns stay readable)
+
+
+def results_table(result: ExperimentResult) -> Any:
+    """The main table as a ``rich.table.Table`` that fits 80 columns.
+
+    Two-line headers, no vertical rules and one space between columns: a typical table (losses
+    ``"0.1234±0.0123"``, ``"125 (2/2)"`` steps) is about 80 characters wide. When a table is wider
+    than the terminal, rich wraps cells at spaces and folds what remains (``overflow="fold"``): a
+    cell is wrapped, never cut off with an ellipsis.
+    """
+    from rich import box
     from rich.table import Table
 
-    console = console or Console()
-    table = Table(title=f"{result.config.name}: {result.steps} steps, target {_fmt(result.target)}")
-    for h in ["optimizer", "best lr", "val loss", "steps→target", "vs AdamW", "t→target (s)", "train (s)",
-              "step time vs AdamW"]:
-        table.add_column(h)
+    table = Table(title=f"{result.config.name}: {result.steps} steps, target {_fmt(result.target)}",
+                  box=box.SIMPLE_HEAD, padding=(0, 0, 0, 1), pad_edge=False, show_edge=False)
+    for i, h in enumerate(TERMINAL_HEADERS):
+        table.add_column(h, overflow="fold", justify="left" if i == 0 else "right")
     for s in summarize(result):
-        table.add_row(*table_cells(s))
-    console.print(table)
+        cells = table_cells(s)
+        cells[2] = cells[2].replace(" ± ", "±")  # two characters that the 80-column budget needs
+        table.add_row(*cells)
+    return table
+
+
+def print_table(result: ExperimentResult, console: Any = None) -> None:
+    """Print the main table with rich (at most 100 columns wide), then where the report and plots are."""
+    from rich.console import Console
+
+    console = console or Console()
+    console.print(results_table(result), width=min(console.width, MAX_TABLE_WIDTH))
+    reused = sum(r.skipped for r in result.runs)
+    if reused:
+        console.print(f"{reused} of {len(result.runs)} runs reused from earlier invocations with the same cache key "
+                      "(listed in report.md; --fresh reruns them)")
     if result.report_path is not None:
         console.print(f"report: {result.report_path}")
         for p in result.plots:

@@ -3,7 +3,8 @@
 A run trains for a fixed budget and never stops early on validation loss (the budget is the same for
 every optimizer; "steps to target" is read off the record afterwards). Its JSONL file holds:
 
-1. a ``config`` row: the resolved run configuration, git commit, versions (python, torch, muonlab);
+1. a ``config`` row: the resolved run configuration, git commit (and dirty flag), versions (python,
+   torch, muonlab), machine, date and the run's ``cache_key`` (:mod:`muonlab.bench.provenance`);
 2. one ``step`` row per optimizer step: ``step`` (1-based), ``train_loss`` (before the step), ``lr``
    (the scheduled base lr used by that step), ``time`` (cumulative training seconds, excluding
    evaluation and callbacks), validation metrics on evaluation steps, callback outputs; a ``step 0``
@@ -11,7 +12,9 @@ every optimizer; "steps to target" is read off the record afterwards). Its JSONL
 3. a ``summary`` row: ``status`` (``"ok"`` or ``"diverged"``), final validation metrics, steps and
    time to target, training and wall time.
 
-A file without a summary row is a crashed or interrupted run and is rerun from scratch. Runs are
+A file without a summary row is a crashed or interrupted run and is rerun from scratch; a finished
+file is reused only when its cache key equals this process's key for the same run (same resolved
+config, code version, torch version, device and Newton–Schulz dtype; :func:`reusable_run`). Runs are
 deterministic for a seed: two runs give the same rows except the timing fields (:data:`TIMING_KEYS`).
 
 Data-parallel runs (``--nproc``, :mod:`muonlab.bench.parallel`) train through DDP on each rank's
@@ -31,14 +34,14 @@ import json
 import math
 import os
 import platform
-import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+from muonlab.bench import provenance
 from muonlab.bench.parallel import LOCAL, Parallel
 from muonlab.bench.schedule import lr_factor, make_scheduler
 from muonlab.bench.validate import build_optimizer
@@ -81,20 +84,10 @@ class RunSpec:
 @functools.lru_cache(maxsize=1)
 def environment() -> dict[str, Any]:
     """Git commit (``None`` outside a checkout) and versions, recorded in every run's config row."""
-    try:
-        proc = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                              cwd=Path(__file__).parent)
-        commit = proc.stdout.strip() if proc.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
-    try:
-        from importlib.metadata import version
-
-        muonlab_version = version("muonlab")
-    except Exception:  # not installed as a distribution (e.g. a bare source tree)
-        muonlab_version = None
-    return {"git_commit": commit, "versions": {"python": platform.python_version(),
-                                               "torch": torch.__version__, "muonlab": muonlab_version},
+    code = provenance.code_version()
+    return {"git_commit": code["git_commit"], "git_dirty": code["git_dirty"],
+            "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                         "muonlab": code["muonlab"]},
             "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                         "torch_threads": torch.get_num_threads()}}
 
@@ -125,11 +118,44 @@ def load_run(path: Path) -> tuple[dict, list[dict], dict | None]:
     return header, rows, summary
 
 
-def finished_summary(path: Path) -> dict | None:
-    """The summary row of a finished run file, or ``None`` (missing or partial file)."""
+def spec_from_header(header: dict[str, Any]) -> RunSpec | None:
+    """The :class:`RunSpec` recorded in a ``config`` row (``None`` when the row lacks a field)."""
+    names = [f.name for f in fields(RunSpec)]
+    try:
+        return RunSpec(**{k: header[k] for k in names if k in header})
+    except TypeError:
+        return None
+
+
+def key_for(spec: RunSpec) -> dict[str, Any]:
+    """The cache key of ``spec`` in this process (see :mod:`muonlab.bench.provenance`)."""
+    return provenance.cache_key(spec, resolve_device(spec.device))
+
+
+def reusable_run(path: Path, spec: RunSpec | None = None) -> tuple[dict, dict] | None:
+    """``(config row, summary row)`` of a finished run file that this process may reuse, else ``None``.
+
+    Reusable means: the file has a summary row, and the cache key stored in its config row equals
+    the key this process computes for the run (``spec``, or the spec recorded in the file). A file
+    written by other code (another commit, an uncommitted edit, another muonlab or torch version),
+    on another device or with another resolved Newton–Schulz dtype is not reused; neither is a file
+    from before cache keys were recorded.
+    """
     if not path.is_file():
         return None
-    return load_run(path)[2]
+    header, _, summary = load_run(path)
+    if summary is None or "cache_key" not in header:
+        return None
+    spec = spec if spec is not None else spec_from_header(header)
+    if spec is None or header["cache_key"] != key_for(spec):
+        return None
+    return header, summary
+
+
+def finished_summary(path: Path, spec: RunSpec | None = None) -> dict | None:
+    """The summary row of a finished, reusable run file (see :func:`reusable_run`), or ``None``."""
+    found = reusable_run(path, spec)
+    return None if found is None else found[1]
 
 
 def _finite(x: float) -> bool:
@@ -168,6 +194,7 @@ def run(spec: RunSpec, task: Any, optimizer_cls: type, path: Path, *, callbacks:
     batches = map(parallel.shard, task.train_batches(spec.seed))  # same global batch, one slice per rank
     path.parent.mkdir(parents=True, exist_ok=True)
     header = {"type": "config", "run_id": spec.run_id, **asdict(spec), "mode": parallel.mode, **environment(),
+              "cache_key": key_for(spec),
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
     # Schedule-free optimizers (SFNorMuon) keep the gradient point y in the parameters: their eval()

@@ -9,8 +9,11 @@ Protocol ("Benchmarks done honestly" in DESIGN.md):
 3. **Confirm.** The best lr is rerun with the remaining seeds; the report gives mean ± std over all
    seeds at the best lr.
 
-Finished runs are skipped on a rerun (their JSONL has a summary row), so an interrupted experiment
-resumes where it stopped. Every run happens in this one process, so wall times are comparable.
+Finished runs are reused on a rerun when their record's cache key (resolved config, muonlab
+version, git commit and dirty flag, source hash, torch version, device, resolved Newton–Schulz dtype;
+:mod:`.provenance`) equals the current one, so an interrupted experiment resumes where it stopped
+and a code or environment change reruns everything; ``fresh=True`` (``--fresh``) reruns regardless.
+Every run happens in this one process, so wall times are comparable.
 With ``parallel`` (``--nproc``, :mod:`.parallel`) every rank walks the same sweep in lockstep; rank 0
 decides reuse and broadcasts each summary, so every rank selects the same best lr.
 
@@ -26,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from muonlab.bench import runner
+from muonlab.bench import provenance, runner
 from muonlab.bench.callbacks import make_callbacks
 from muonlab.bench.config import ExperimentConfig
 from muonlab.bench.parallel import LOCAL, Parallel
@@ -42,6 +45,7 @@ class RunRecord:
     phase: str                     # "sweep" or "seeds"
     summary: dict[str, Any] = field(default_factory=dict)
     skipped: bool = False          # True when a finished file was reused
+    origin: str | None = None      # reused runs: when and with which code the record was made
 
 
 @dataclass
@@ -83,10 +87,13 @@ class _Progress:
     def __init__(self, enabled: bool, total: int) -> None:
         self.bar = None
         if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                       TimeRemainingColumn)
 
+            # ETA per bar: the overall one extrapolates from the finished runs (reused runs finish
+            # instantly, so it settles after the first trained run).
             self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), transient=False)
+                                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), transient=False)
             self.overall = self.bar.add_task("runs", total=total)
             self.current = self.bar.add_task("run", total=1)
 
@@ -114,7 +121,8 @@ class _Progress:
 
 def run_experiment(cfg: ExperimentConfig, out: str | Path = "runs", *, optimizers: Mapping[str, type] | None = None,
                    tasks: Mapping[str, Any] | None = None, progress: bool = True, report: bool = True,
-                   console: Any = None, command: str | None = None, parallel: Parallel = LOCAL) -> ExperimentResult:
+                   console: Any = None, command: str | None = None, parallel: Parallel = LOCAL,
+                   fresh: bool = False) -> ExperimentResult:
     """Validate, sweep, select, rerun with seeds, then write the report and plots.
 
     Args:
@@ -128,6 +136,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path = "runs", *, optimizer
         command: the command line that started the experiment, recorded in the report.
         parallel: this rank's place in a data-parallel run (default: one process); only rank 0
             writes files, shows progress and prints (see :func:`muonlab.bench.parallel.launch_experiment`).
+        fresh: rerun every run, even those with a reusable record (``--fresh``).
 
     Raises:
         ConfigError: before any training, when the experiment is invalid.
@@ -153,9 +162,11 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path = "runs", *, optimizer
     best_lr: dict[str, float] = {}
 
     def execute(rec: RunRecord, bar: _Progress) -> None:
-        done = parallel.from_main(runner.finished_summary(rec.path) if parallel.is_main else None)
+        found = runner.reusable_run(rec.path, rec.spec) if parallel.is_main and not fresh else None
+        done = parallel.from_main(None if found is None else (found[1], provenance.describe(found[0])))
         if done is not None:
-            rec.summary, rec.skipped = done, True
+            rec.summary, rec.origin = done
+            rec.skipped = True
         else:
             bar.start_run(f"{rec.spec.optimizer} lr={rec.spec.lr:.3g} seed={rec.spec.seed}", steps)
             rec.summary = parallel.from_main(runner.run(rec.spec, task, classes[rec.spec.optimizer], rec.path,

@@ -12,6 +12,7 @@ References:
 
 from __future__ import annotations
 
+import inspect
 import re
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -20,6 +21,7 @@ import torch
 
 from muonlab.bench.callbacks import CALLBACKS, make_callbacks
 from muonlab.bench.config import ConfigError, ExperimentConfig
+from muonlab.bench.overrides import did_you_mean, unknown_name
 
 OptimizerRegistry = Mapping[str, type]
 TaskFactory = Callable[..., Any]
@@ -91,6 +93,66 @@ def _unknown_kwarg(exc: TypeError) -> str | None:
     return match.group(1) if match else None
 
 
+def keyword_names(factory: Callable[..., Any]) -> list[str]:
+    """The keyword arguments ``factory`` accepts, following ``**kwargs`` into the parent classes
+    (``NAMOD(**kwargs)`` passes them on to ``NAMO``)."""
+    targets = list(factory.__mro__) if isinstance(factory, type) else [factory]
+    names: list[str] = []
+    for target in targets:
+        fn = target.__init__ if isinstance(target, type) else target
+        if isinstance(target, type) and "__init__" not in vars(target):
+            continue
+        try:
+            params = inspect.signature(fn).parameters.values()
+        except (TypeError, ValueError):
+            break
+        names += [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                  and p.name not in ("self", "params") and p.name not in names]
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return names
+
+
+def check_device(device: str, key: str = "device") -> None:
+    """Raise ``ConfigError`` naming ``key`` when ``device`` does not exist in this torch build / machine."""
+    kind, _, index = device.partition(":")
+    if device == "auto" or kind == "cpu":
+        return
+    backends = {"cuda": lambda: (torch.cuda.is_available(), torch.cuda.device_count()),
+                "xpu": lambda: (hasattr(torch, "xpu") and torch.xpu.is_available(),
+                                torch.xpu.device_count() if hasattr(torch, "xpu") else 0),
+                "mps": lambda: (torch.backends.mps.is_available(), 1)}
+    if kind not in backends:
+        raise ConfigError(f"{key}: " + unknown_name("device", device, ["auto", "cpu", *backends]))
+    available, count = backends[kind]()
+    if not available:
+        built = " (this torch build has no CUDA)" if kind == "cuda" and torch.version.cuda is None else ""
+        raise ConfigError(f"{key}: {device!r} is not available on this machine{built}, torch {torch.__version__}; "
+                          "use 'cpu' or 'auto'")
+    if index and (not index.isdigit() or int(index) >= count):
+        raise ConfigError(f"{key}: {device!r}: no such device ({count} {kind} device(s) visible)")
+
+
+def construct(name: str, cls: type, model: torch.nn.Module, lr: float, hparams: Mapping[str, Any],
+              key: str) -> torch.optim.Optimizer:
+    """Build the optimizer once, turning the constructor's complaints into ``ConfigError`` naming ``key``.
+
+    An unknown keyword becomes ``"<key>.<kw>: unknown hyperparameter 'kw' for <name>; did you mean
+    ...?"``; a ``ValueError`` (an invalid value) keeps the constructor's own message.
+    """
+    try:
+        return build_optimizer(name, cls, model, lr, hparams)
+    except TypeError as exc:
+        kw = _unknown_kwarg(exc)
+        if kw is None:
+            raise
+        valid = [k for k in keyword_names(cls) if k not in ("lr", "process_group")]
+        raise ConfigError(f"{key}.{kw}: unknown hyperparameter {kw!r} for {name}"
+                          + (did_you_mean(kw, valid) or f" (valid: {', '.join(valid)})")) from None
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+
+
 def check_paths(task_config: Mapping[str, Any]) -> None:
     """Raise ``ConfigError`` naming ``task.<key>`` for a path-like key whose path does not exist."""
     for key, value in task_config.items():
@@ -102,7 +164,7 @@ def make_task(cfg: ExperimentConfig, tasks: Mapping[str, TaskFactory] | None = N
     """Build the experiment's task, turning the task factory's complaints into ``ConfigError``."""
     registry = default_tasks() if tasks is None else tasks
     if cfg.task not in registry:
-        raise ConfigError(f"task.name: unknown task {cfg.task!r} (known: {sorted(registry)})")
+        raise ConfigError("task.name: " + unknown_name("task", cfg.task, registry))
     check_paths(cfg.task_config)
     try:
         return registry[cfg.task](**cfg.task_config)
@@ -110,7 +172,9 @@ def make_task(cfg: ExperimentConfig, tasks: Mapping[str, TaskFactory] | None = N
         key = _unknown_kwarg(exc)
         if key is None:
             raise
-        raise ConfigError(f"task.{key}: unknown key for task {cfg.task!r}") from None
+        valid = keyword_names(registry[cfg.task])
+        raise ConfigError(f"task.{key}: unknown key {key!r} for task {cfg.task!r}"
+                          + (did_you_mean(key, valid) or f" (valid: {', '.join(valid)})")) from None
     except FileNotFoundError as exc:
         raise ConfigError(f"task: data not found for task {cfg.task!r}: {exc}") from None
     except ValueError as exc:
@@ -125,15 +189,16 @@ def validate(cfg: ExperimentConfig, *, optimizers: OptimizerRegistry | None = No
         ConfigError: naming the offending key (``optimizers.<name>``, ``optimizers.<name>.<hparam>``,
             ``task.name``, ``task.<key>``, ``callbacks.<name>``, ``steps``...).
     """
+    check_device(cfg.device)
     registry = default_optimizers() if optimizers is None else dict(optimizers)
     classes = {}
     for opt in cfg.optimizers:
         if opt.name not in registry:
-            raise ConfigError(f"optimizers.{opt.name}: unknown optimizer (known: {sorted(registry)})")
+            raise ConfigError(f"optimizers.{opt.name}: " + unknown_name("optimizer", opt.name, registry))
         classes[opt.name] = registry[opt.name]
     for name, kwargs in cfg.callbacks.items():
         if name not in CALLBACKS:
-            raise ConfigError(f"callbacks.{name}: unknown callback (known: {sorted(CALLBACKS)})")
+            raise ConfigError(f"callbacks.{name}: " + unknown_name("callback", name, CALLBACKS))
         try:
             make_callbacks({name: kwargs})
         except ImportError as exc:
@@ -150,14 +215,6 @@ def validate(cfg: ExperimentConfig, *, optimizers: OptimizerRegistry | None = No
     placeholder = {o.name: o.lr_grid[0] for o in cfg.optimizers}  # any valid lr stands in for "best:"
     model = task.make_model(cfg.seeds[0])
     for opt in cfg.optimizers:
-        try:
-            build_optimizer(opt.name, classes[opt.name], model, opt.lr_grid[0], resolve_refs(opt.hparams, placeholder))
-        except TypeError as exc:
-            key = _unknown_kwarg(exc)
-            if key is None:
-                raise
-            raise ConfigError(f"optimizers.{opt.name}.{key}: unknown hyperparameter for "
-                              f"{classes[opt.name].__name__}") from None
-        except ValueError as exc:
-            raise ConfigError(f"optimizers.{opt.name}: {exc}") from None
+        construct(opt.name, classes[opt.name], model, opt.lr_grid[0], resolve_refs(opt.hparams, placeholder),
+                  f"optimizers.{opt.name}")
     return task, classes

@@ -9,6 +9,9 @@ any bench experiment can attach with a ``[callbacks.curvature]`` table.
     python -m muonlab curvature --quick          # smoke run (1-2.5 min), written to <out>/curvature-quick
     python -m muonlab curvature my.toml --set steps=800 --set optimizers.muon.lr=0.03 --out runs
 
+The configuration is checked in full before any work (:mod:`.checks`): a bad key, optimizer,
+hyperparameter or value is one line on stderr naming the key, exit status 2.
+
 Writes ``<out>/curvature/report.md``, ``summary.json``, ``figures/*.png`` and one JSONL record per
 training run under ``runs/`` (finished runs are reused when the command is repeated).
 
@@ -48,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         cfg = load_config(args.config, list(args.overrides), quick_run=args.quick)
-    except ValueError as exc:
-        print(f"muonlab curvature: config error: {exc}", file=sys.stderr)
+    except ValueError as exc:  # ConfigError: the message names the key; one line, exit status 2
+        print(f"muonlab curvature: config error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     out = Path(args.out) / cfg.name
     command = "python -m muonlab curvature " + " ".join(shlex.quote(a) for a in sys.argv[2:])

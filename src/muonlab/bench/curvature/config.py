@@ -12,8 +12,8 @@ to a smoke run of under 3 minutes. A TOML file may set any field, with one table
     exponents = [0.0, 1.0]
 
 References:
-    Wang et al., "Why Muon Outperforms Adam: A Curvature Perspective", arXiv 2606.04662 (2026);
-    muonlab spec ``specs/curvature.md`` §2 (set-up; every hyperparameter here is ours, [R]).
+    Wang et al., "Why Muon Outperforms Adam: A Curvature Perspective", arXiv 2606.04662 (2026)
+    (the set-up; the sizes, budgets and learning rates here are muonlab's own choices for CPU scale).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from muonlab.bench.overrides import ConfigError, unknown_name
 
 try:
     import tomllib
@@ -131,11 +133,11 @@ def _merge(obj: Any, data: dict[str, Any], where: str) -> None:
     names = {f.name: f for f in dataclasses.fields(obj)}
     for key, value in data.items():
         if key not in names:
-            raise ValueError(f"unknown config key {where}{key!r}; valid: {sorted(names)}")
+            raise ConfigError(f"{where}{key}: " + unknown_name("config key", key, names))
         cur = getattr(obj, key)
         if dataclasses.is_dataclass(cur):
             if not isinstance(value, dict):
-                raise ValueError(f"config key {where}{key} must be a table, got {value!r}")
+                raise ConfigError(f"{where}{key}: must be a table, got {value!r}")
             _merge(cur, value, f"{where}{key}.")
         elif isinstance(cur, dict) and isinstance(value, dict):
             merged = dict(cur)
@@ -157,20 +159,29 @@ def load_config(path: str | None = None, overrides: list[str] = (), *, quick_run
     """Defaults, then the TOML file, then ``--quick``, then ``KEY=VALUE`` overrides (dotted keys).
 
     Raises:
-        ValueError: on a missing file, an unknown key or a malformed override.
+        ConfigError: (a ``ValueError``) on a missing file, invalid TOML, an unknown key, a malformed
+            override or any value :func:`muonlab.bench.curvature.checks.validate` rejects; the
+            message starts with the key at fault.
     """
+    from muonlab.bench.curvature.checks import check_types, validate
+
     cfg = CurvatureConfig()
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise ValueError(f"config file not found: {path!r}")
-        _merge(cfg, tomllib.loads(p.read_text(encoding="utf-8")), "")
+            raise ConfigError(f"config file not found: {path!r}")
+        try:
+            raw = tomllib.loads(p.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        _merge(cfg, raw, "")
     if quick_run:
+        check_types(cfg)  # quick() slices and merges the file's values: they must have the right kinds
         quick(cfg)
     for item in overrides:
         key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"override must look like key=value, got {item!r}")
+        if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
+            raise ConfigError(f"--set expects key=value with a dotted key, got {item!r}")
         nested: dict[str, Any] = {}
         cur = nested
         parts = key.strip().split(".")
@@ -178,10 +189,5 @@ def load_config(path: str | None = None, overrides: list[str] = (), *, quick_run
             cur = cur.setdefault(part, {})
         cur[parts[-1]] = _parse_value(text.strip())
         _merge(cfg, nested, "")
-    if cfg.threads < 1:
-        raise ValueError(f"threads must be >= 1, got {cfg.threads}")
-    if cfg.steps < cfg.probe_every or cfg.probe_every < 1:
-        raise ValueError(f"probe_every must be in [1, steps], got probe_every={cfg.probe_every}, steps={cfg.steps}")
-    if len(cfg.optimizers) < 2:
-        raise ValueError(f"optimizers must name two optimizers (baseline first, Muon-like second), got {list(cfg.optimizers)}")
+    validate(cfg)
     return cfg

@@ -1,5 +1,10 @@
 """Figures of the curvature report (matplotlib, Agg backend, small PNGs).
 
+Each optimizer keeps one look in every figure (:func:`looks`): its colour (AdamW orange and Muon
+blue, as in the shipped figures; the others from the Tableau palette) and its marker, plus its own
+line style in the panels where line style does not already encode a quantity (solid / dashed for
+all parameters / hidden matrices, realized / predicted), so curves that coincide stay visible.
+
 References:
     Wang et al., "Why Muon Outperforms Adam: A Curvature Perspective", arXiv 2606.04662 (2026):
     Figure 1 (Taylor split vs validation loss), Figure 2 (Adam/Muon ratios), the Zipf-PCFG
@@ -14,6 +19,29 @@ from typing import Any
 import numpy as np
 
 COLORS = {"adamw": "tab:orange", "muon": "tab:blue", "gd": "tab:gray", "adam": "tab:orange"}
+
+
+def looks(names: list[str]) -> dict[str, dict[str, Any]]:
+    """Per name: ``color`` (fixed for the names in :data:`COLORS`, else the next unused palette
+    colour), ``marker`` and ``linestyle`` (by position, from :func:`muonlab.bench.plot.optimizer_style`)."""
+    from muonlab.bench.plot import COLORS as PALETTE, optimizer_style
+
+    used = {COLORS[n] for n in names if n in COLORS}
+    free = [c for c in PALETTE if c not in used] or list(PALETTE)
+    out, k = {}, 0
+    for i, name in enumerate(names):
+        style = optimizer_style(i)
+        if name in COLORS:
+            style["color"] = COLORS[name]
+        else:
+            style["color"], k = free[k % len(free)], k + 1
+        out[name] = style
+    return out
+
+
+def _mark(look: dict[str, Any], n: int) -> dict[str, Any]:
+    """Colour and marker of a look, markers on about eight of the ``n`` points."""
+    return {"color": look["color"], "marker": look["marker"], "markevery": max(1, n // 8), "markersize": 3.5}
 
 
 def _plt():
@@ -41,12 +69,13 @@ def nds_vs_step(main: dict[str, list[list[dict]]], path: Path) -> Path:
     """NDS along the full update (solid) and along its hidden-matrix part (dashed), per optimizer."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.6))
+    look = looks(list(main))
     for opt, runs in main.items():
         for i, rows in enumerate(runs):
             for key, style in (("curv/nds", "-"), ("curv/nds_hidden", "--")):
                 x, y = _series(rows, key)
                 label = f"{opt} ({'all params' if style == '-' else 'hidden matrices'})" if i == 0 else None
-                ax.plot(x, y, style, color=COLORS.get(opt), alpha=0.8, label=label)
+                ax.plot(x, y, linestyle=style, alpha=0.8, label=label, **_mark(look[opt], len(x)))
     ax.set(xlabel="step", ylabel="NDS = uᵀHu / ‖u‖²", title="NDS along each optimizer's update")
     ax.set_yscale("symlog", linthresh=1e-2)  # NDS can be negative: log scale above 1e-2, linear below
     ax.legend(fontsize=7)
@@ -68,17 +97,19 @@ def taylor_vs_val_loss(main: dict[str, list[list[dict]]], path: Path) -> Path:
     """Figure-1 style: realized vs predicted decrease, first-order gain, curvature penalty vs val loss."""
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+    look = looks(list(main))
     for opt, runs in main.items():
         for i, rows in enumerate(runs):
             lab = opt if i == 0 else None
             rows = _running_min_val(rows)
             x, real = _series(rows, "curv/realized", "val_loss")
             _, pred = _series(rows, "curv/predicted", "val_loss")
-            axes[0].plot(x, -real, "-", color=COLORS.get(opt), label=f"{opt} realized" if lab else None)
-            axes[0].plot(x, -pred, ":", color=COLORS.get(opt), label=f"{opt} predicted" if lab else None)
+            mark = _mark(look[opt], len(x))
+            axes[0].plot(x, -real, linestyle="-", label=f"{opt} realized" if lab else None, **mark)
+            axes[0].plot(x, -pred, linestyle=":", label=f"{opt} predicted" if lab else None, **mark)
             for ax, key in ((axes[1], "curv/first_order"), (axes[2], "curv/curvature_penalty")):
                 x, y = _series(rows, key, "val_loss")
-                ax.plot(x, y, "-", color=COLORS.get(opt), label=lab)
+                ax.plot(x, y, linestyle=look[opt]["linestyle"], label=lab, **_mark(look[opt], len(x)))
     titles = ("(a) one-step loss decrease", "(b) first-order gain gᵀu", "(c) curvature penalty ½uᵀHu")
     for ax, t in zip(axes, titles):
         ax.set(xlabel="validation loss (running min)", title=t)
@@ -111,13 +142,16 @@ def within_cross(main: dict[str, list[list[dict]]], path: Path) -> Path:
     """Within-layer and cross-layer parts of NDS vs step, and the within-layer share."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    look = looks(list(main))
     for opt, runs in main.items():
         for i, rows in enumerate(runs):
             for key, style in (("curv/within", "-"), ("curv/cross", "--")):
                 x, y = _series(rows, key)
-                axes[0].plot(x, y, style, color=COLORS.get(opt), label=f"{opt} {key[5:]}" if i == 0 else None)
+                axes[0].plot(x, y, linestyle=style, label=f"{opt} {key[5:]}" if i == 0 else None,
+                             **_mark(look[opt], len(x)))
             x, y = _series(rows, "curv/within_share")
-            axes[1].plot(x, y, color=COLORS.get(opt), label=opt if i == 0 else None)
+            axes[1].plot(x, y, linestyle=look[opt]["linestyle"], label=opt if i == 0 else None,
+                         **_mark(look[opt], len(x)))
     axes[0].set(xlabel="step", ylabel="part of NDS (÷‖u‖²)", title="within vs cross layer")
     axes[0].set_yscale("symlog", linthresh=1e-2)
     axes[1].set(xlabel="step", ylabel="within / NDS", title="within-layer share", ylim=(-0.5, 2.0))
@@ -131,10 +165,11 @@ def predicted_vs_actual(main: dict[str, list[list[dict]]], path: Path) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
     lo, hi = np.inf, -np.inf
+    look = looks(list(main))
     for opt, runs in main.items():
         pred = np.concatenate([_series(r, "curv/predicted")[1] for r in runs])
         real = np.concatenate([_series(r, "curv/realized")[1] for r in runs])
-        ax.scatter(pred, real, s=10, color=COLORS.get(opt), label=opt, alpha=0.7)
+        ax.scatter(pred, real, s=10, color=look[opt]["color"], marker=look[opt]["marker"], label=opt, alpha=0.7)
         if pred.size:
             lo, hi = min(lo, pred.min(), real.min()), max(hi, pred.max(), real.max())
     if np.isfinite(lo):
@@ -150,10 +185,12 @@ def zipf_sweep(table: dict[str, dict[float, float]], path: Path,
     probe batch from the training stream (solid) and from the balanced s = 0 stream (dashed)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.4))
-    for tab, style, what in ((table, "o-", "probe at training s"), (balanced or {}, "s--", "probe at s=0")):
+    look = looks(list(table))
+    for tab, style, what in ((table, "-", "probe at training s"), (balanced or {}, "--", "probe at s=0")):
         for opt, vals in tab.items():
             s = sorted(vals)
-            ax.plot(s, [vals[k] for k in s], style, color=COLORS.get(opt), label=f"{opt}, {what}")
+            ax.plot(s, [vals[k] for k in s], linestyle=style, color=look[opt]["color"], marker=look[opt]["marker"],
+                    fillstyle="full" if style == "-" else "none", label=f"{opt}, {what}")
     ax.set(xlabel="Zipf exponent s (training data)", ylabel="normalized mean NDS", title="imbalance raises NDS")
     ax.legend(fontsize=7)
     return _save(fig, path)
@@ -197,9 +234,11 @@ def quadratic_traces(runs: dict[str, dict[str, Any]], path: Path, title: str) ->
     """NDS_t and Q(Y_t) per method on one quadratic."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    look = looks(list(runs))
     for k, r in runs.items():
-        axes[0].plot(np.arange(len(r["nds"])), r["nds"].numpy(), "o-", ms=3, color=COLORS.get(k), label=k)
-        axes[1].plot(np.arange(len(r["loss"])), r["loss"].numpy(), "o-", ms=3, color=COLORS.get(k), label=k)
+        st = {"color": look[k]["color"], "marker": look[k]["marker"], "linestyle": look[k]["linestyle"], "ms": 3}
+        axes[0].plot(np.arange(len(r["nds"])), r["nds"].numpy(), label=k, **st)
+        axes[1].plot(np.arange(len(r["loss"])), r["loss"].numpy(), label=k, **st)
     axes[0].set(xlabel="step t", ylabel="NDS_t", yscale="log", title="NDS along the step")
     axes[1].set(xlabel="step t", ylabel="Q(Y_t) − Q*", yscale="log", title=title)
     for ax in axes:
