@@ -144,8 +144,8 @@ def _config(exp: Experiment, entries: list[tuple[Arm, list[float], dict[str, Any
 def _extend(grid: list[float], best: float) -> list[float]:
     """One more point beyond the edge where ``best`` lies, at the grid's own ratio there."""
     if best == max(grid):
-        return grid + [grid[-1] * grid[-1] / grid[-2]]
-    return [grid[0] * grid[0] / grid[1]] + grid
+        return grid + [float(f"{grid[-1] * grid[-1] / grid[-2]:.3g}")]
+    return [float(f"{grid[0] * grid[0] / grid[1]:.3g}")] + grid
 
 
 def score(rec: RunRecord) -> tuple[float, bool]:
