@@ -2,7 +2,28 @@
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 import torch
+
+
+def step(opt: torch.optim.Optimizer, loss: float | torch.Tensor = 1.0):
+    """``opt.step()``, with ``loss=`` for optimizers whose step needs the loss (``needs_loss``: NGNM).
+
+    Generic suites that set gradients by hand have no loss of their own; they pass a fixed positive
+    value (any ``f > 0`` is a valid NGN input) or, where there is one, the problem's loss.
+    """
+    if getattr(opt, "needs_loss", False):
+        return opt.step(loss=loss if isinstance(loss, torch.Tensor) else torch.tensor(float(loss)))
+    return opt.step()
+
+
+def with_svd(cls: type, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` plus ``orthogonalizer="svd"`` (exact fp64 polar factor) for classes that take one (Pion has none)."""
+    if "orthogonalizer" in inspect.signature(cls).parameters:
+        return dict(kwargs, orthogonalizer="svd")
+    return dict(kwargs)
 
 
 def run_steps(opt: torch.optim.Optimizer, params: list[torch.Tensor], grads: list[list[torch.Tensor]]) -> list[list[torch.Tensor]]:
@@ -11,7 +32,7 @@ def run_steps(opt: torch.optim.Optimizer, params: list[torch.Tensor], grads: lis
     for gs in grads:
         for p, G in zip(params, gs):
             p.grad = G.clone()
-        opt.step()
+        step(opt)
         history.append([p.detach().clone() for p in params])
     return history
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import muonlab
+from tests.helpers import step, with_svd
 
 transformers = pytest.importorskip("transformers")
 
@@ -38,7 +39,7 @@ def test_conv1d_steps_as_its_linear_twin(info):
     model, twin = _gpt2_and_linear_twin()
     groups_c, groups_l = muonlab.param_groups(model), muonlab.param_groups(twin)
     assert any(g.get("layout") == "in_out" for g in groups_c) and not any("layout" in g for g in groups_l)
-    kw = dict(info.sample_kwargs[0], orthogonalizer="svd")
+    kw = with_svd(info.cls, info.sample_kwargs[0])
     opts = [info.cls(groups_c, **kw), info.cls(groups_l, **kw)]
     ids = torch.randint(0, 40, (4, 8), generator=torch.Generator().manual_seed(1))
     for _ in range(3):
@@ -46,8 +47,9 @@ def test_conv1d_steps_as_its_linear_twin(info):
             opt.zero_grad()
             # Our own fp64 loss: transformers' labels= loss casts the logits to fp32.
             logits = m(ids).logits
-            torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids.reshape(-1)).backward()
-            opt.step()
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids.reshape(-1))
+            loss.backward()
+            step(opt, loss.detach())
     conv = {n: m.weight for n, m in model.named_modules() if type(m).__name__ == "Conv1D"}
     lin = dict(twin.named_modules())
     assert len(conv) == 8

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import muonlab
+from tests.helpers import step, with_svd
 
 INFOS = [pytest.param(info.cls, info.sample_kwargs[0], id=info.name) for info in muonlab.optimizer_infos()]
 
@@ -34,7 +35,7 @@ def _grads(params, seed, scale=1.0):
 def _step(opt, params, grads):
     for p, G in zip(params, grads):
         p.grad = G.clone()
-    opt.step()
+    step(opt)
 
 
 def _state(opt):
@@ -179,7 +180,7 @@ def test_copies_step_exactly_like_the_original(cls, kwargs, how):
     extra = torch.nn.Parameter(torch.randn(3))
     opt2.add_param_group({"params": [extra], "algorithm": "adamw"})
     extra.grad = torch.ones(3)
-    opt2.step()
+    step(opt2)
 
 
 # ----------------------------------------------------------------------------- versioned state dicts
@@ -215,7 +216,7 @@ def test_in_out_layout_gets_the_update_of_its_linear_twin(cls, kwargs):
     g = torch.Generator().manual_seed(0)
     lin = [torch.nn.Parameter(torch.randn(12, 5, generator=g, dtype=torch.float64)) for _ in range(2)]
     conv1d = [torch.nn.Parameter(w.detach().t().clone()) for w in lin]  # (in, out) storage
-    kw = dict(kwargs, orthogonalizer="svd")
+    kw = with_svd(cls, kwargs)
     opt_lin = cls([{"params": lin}], **kw)
     opt_c1d = cls([{"params": conv1d, "layout": "in_out"}], **kw)
     for t in range(5):

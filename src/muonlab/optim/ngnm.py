@@ -74,6 +74,8 @@ class NGNM(ChainOptimizer):
     name = "ngnm"
     chain = (ngn_update, S.decay_weights)
     needs_loss = True
+    #: gamma = c / (1 + c ||g||^2 / (2f)) is not proportional to c = lr (the scheduler probe checks less)
+    lr_proportional = False
 
     def __init__(
         self,

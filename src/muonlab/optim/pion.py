@@ -69,6 +69,10 @@ class Pion(ChainOptimizer):
     name = "pion"
     chain = (rotate, S.decay_weights)
     needs_weights = True
+    #: a zero matrix never moves (every generator is 0): test problems start Pion from a random point
+    preserves_spectrum = True
+    #: E2 is quadratic in lr: the move is not proportional to lr (the scheduler probe checks less)
+    lr_proportional = False
 
     def __init__(
         self,

@@ -53,12 +53,23 @@ def probe_scheduler(cls: type, kwargs: dict[str, Any]) -> str | None:
     * ``LambdaLR`` 1 then 0.5: every group's second move has 0.25-0.75 times the norm of the full-lr
       second move (not exactly 0.5: TrasMuon's schedule-free gate averages past gates weighted by lr^2).
 
+    Presets whose move is not proportional to lr (class attribute ``lr_proportional = False``: Pion's
+    rotation is quadratic in lr, NGNM's step size saturates in it) are held to less: both moves
+    under the scheduler must differ from the full-lr moves (relative difference > 1e-6).
+
     Breaks on: an optimizer that reads lr once (at construction or at the first step), or from
     ``defaults`` instead of the group.
     """
     members, full = _scheduled(cls, kwargs, [1.0, 1.0])
     _, first = _scheduled(cls, kwargs, [0.5])
     _, later = _scheduled(cls, kwargs, [1.0, 0.5])
+    if not getattr(cls, "lr_proportional", True):
+        for i, group, name in members:
+            for label, moved, ref in (("first", first[0], full[0]), ("second", later[1], full[1])):
+                if P.rel(moved[name], ref[name]) <= 1e-6:
+                    return (f"{P.where(i, group, name)}: LambdaLR x0.5 left the {label} move unchanged "
+                            "(scheduler.step() did not reach the group)")
+        return None
     for i, group, name in members:
         if P.rel(first[0][name], 0.5 * full[0][name]) > 1e-9:
             ratio = float(first[0][name].norm() / full[0][name].norm())

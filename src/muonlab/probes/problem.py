@@ -83,7 +83,10 @@ def step_with(opt: Any, params: dict[str, Tensor], grads: Grads) -> dict[str, Te
     before = snapshot(params)
     for name, p in params.items():
         p.grad = grads[name].clone()
-    opt.step()
+    if getattr(opt, "needs_loss", False):  # NGNM: hand-set gradients have no loss; any f > 0 is valid
+        opt.step(loss=torch.tensor(1.0, dtype=DTYPE))
+    else:
+        opt.step()
     return {name: params[name].detach() - before[name] for name in params}
 
 
