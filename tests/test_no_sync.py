@@ -80,7 +80,8 @@ def test_step_never_syncs(cls, kwargs, nonfinite):
             p.grad = torch.randn(p.shape, generator=g)
         if t == 2 and nonfinite == "skip":
             params[0].grad[0, 0] = float("nan")
+        loss = {"loss": torch.tensor(1.0)} if getattr(cls, "needs_loss", False) else {}  # NGNM reads it, on the device
         with no_host_sync():  # the first step (lazy state creation) included
-            opt.step()
+            opt.step(**loss)
     if nonfinite == "skip":
         assert opt.skipped_steps == 1

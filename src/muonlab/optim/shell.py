@@ -31,6 +31,7 @@ from ..distributed import modes as DM
 from ..distributed.engine import Bucket, build_contexts, finite
 from ..stages import Stack, adam, decay_weights, shape_factor
 from ..stages.adam import adamw_inplace
+from ..stages.orthogonalize import describe_orthogonalizer
 from ..stages.adam import fused_applies as adam_fused_applies
 from . import validate as V
 
@@ -203,9 +204,12 @@ class ChainOptimizer(Optimizer):
                 view_text = ("%dx" % count if count > 1 else "") + "x".join(map(str, view))
                 if group["algorithm"] != "adamw" and group.get("layout", "out_in") == "in_out":
                     view_text += " (W^T)"
+                algorithm = group["algorithm"]
+                if algorithm != "adamw" and str(group.get("orthogonalizer", "")).lower() == "auto":
+                    algorithm += f" ({describe_orthogonalizer(group, view[0], view[1], p)})"  # the per-shape pick
                 rows.append((
                     name, "x".join(map(str, p.shape)), view_text,
-                    group["algorithm"], f"{group['lr']:.3g}", f"{eff:.3g}", f"{group['weight_decay']:.3g}", where,
+                    algorithm, f"{group['lr']:.3g}", f"{eff:.3g}", f"{group['weight_decay']:.3g}", where,
                 ))
         widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
         lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]

@@ -6,6 +6,7 @@ Kernels:
     * :func:`gram_newton_schulz` -- the same iteration run on the small Gram matrix.
     * :func:`aol_newton_schulz` -- Turbo-Muon: AOL row scaling instead of Frobenius normalisation.
     * :func:`svd_polar` -- exact polar factor by SVD (reference).
+    * :func:`auto_orthogonalize` (``"auto"``) -- per shape, the fewest FLOPs within Jordan x5's accuracy.
     * :func:`polar_express_coefficients` -- the Polar Express minimax schedule generator.
 
 Registry: :func:`resolve` (name or callable -> ``f(X, steps, dtype)``) and :func:`available`.
@@ -18,6 +19,7 @@ References:
 """
 
 from muonlab.orth.aol import TURBO_STEPS, aol_newton_schulz, turbo_coefficients
+from muonlab.orth.auto import auto_orthogonalize, choose
 from muonlab.orth.gram import default_restarts, gram_newton_schulz
 from muonlab.orth.polar_express import PAPER_CUSHION, optimal_quintic, polar_express_coefficients
 from muonlab.orth.polynomial import newton_schulz
@@ -48,6 +50,8 @@ __all__ = [
     "YOU",
     "Orthogonalizer",
     "aol_newton_schulz",
+    "auto_orthogonalize",
+    "choose",
     "apply_safety",
     "available",
     "default_restarts",

@@ -141,3 +141,41 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+#: input families of the "auto" accuracy bound: spread spectra, as momentum-averaged gradients have
+FAMILIES = ("gaussian", "log_spectrum", "power_1", "power_half", "low_rank_noise")
+
+
+def family_matrix(family: str, m: int, n: int, seed: int) -> torch.Tensor:
+    """An fp64 ``m x n`` test input of ``family``.
+
+    ``gaussian``: i.i.d. N(0, 1). ``log_spectrum``: singular values log-spaced in [1e-3, 1].
+    ``power_1`` / ``power_half``: sigma_i = i^-1 / i^-1/2 (decaying spectra as in trained layers'
+    gradients). ``low_rank_noise``: a rank-max(1, k/8) part of scale 10 plus N(0, 0.01) noise. The
+    singular vectors of the spectral families are random orthonormal.
+    """
+    if family == "gaussian":
+        return gaussian_matrix(m, n, seed)
+    if family == "log_spectrum":
+        return log_spectrum_matrix(m, n, seed)
+    g = torch.Generator().manual_seed(seed)
+    k = min(m, n)
+    U, _ = torch.linalg.qr(torch.randn(m, k, generator=g, dtype=F64))
+    V, _ = torch.linalg.qr(torch.randn(n, k, generator=g, dtype=F64))
+    i = torch.arange(1, k + 1, dtype=F64)
+    if family == "power_1":
+        sigma = 1 / i
+    elif family == "power_half":
+        sigma = i.rsqrt()
+    elif family == "low_rank_noise":
+        sigma = torch.where(i <= max(1, k // 8), 10.0, 0.0).to(F64)
+        return (U * sigma) @ V.T + 0.1 * torch.randn(m, n, generator=g, dtype=F64)
+    else:
+        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+    return (U * sigma) @ V.T
+
+
+def rel_error(Y: torch.Tensor, P: torch.Tensor) -> float:
+    """``||Y - P||_F / ||P||_F`` in fp64."""
+    return float((Y.to(F64) - P).norm() / P.norm())

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from muonlab.orth.aol import aol_newton_schulz
+from muonlab.orth.auto import auto_orthogonalize
 from muonlab.orth.gram import default_restarts, gram_newton_schulz
 from muonlab.orth.polynomial import newton_schulz
 from muonlab.orth.svd import svd_polar
@@ -25,11 +26,11 @@ Orthogonalizer = Callable[[Tensor, int, "torch.dtype | None"], Tensor]
 
 
 def _ns(schedule: str) -> Orthogonalizer:
-    def orthogonalize(X: Tensor, steps: int = 5, dtype: torch.dtype | None = None) -> Tensor:
-        return newton_schulz(X, schedule, steps, dtype=dtype)
+    def orthogonalize(X: Tensor, steps: int = 5, dtype: torch.dtype | None = None, eps: float = 1e-7) -> Tensor:
+        return newton_schulz(X, schedule, steps, dtype=dtype, eps=eps)
 
     orthogonalize.__name__ = f"newton_schulz_{schedule}"
-    orthogonalize.__doc__ = f"newton_schulz(X, schedule={schedule!r}, steps, dtype=dtype)."
+    orthogonalize.__doc__ = f"newton_schulz(X, schedule={schedule!r}, steps, dtype=dtype, eps=eps) (eps: the normalization's)."
     return orthogonalize
 
 
@@ -60,6 +61,7 @@ _REGISTRY: dict[str, Orthogonalizer] = {
     "turbo_muon": _aol,  # AOL-preconditioned NS (Boissin et al., arXiv 2512.04632)
     "aol": _aol,
     "svd": _svd,
+    "auto": auto_orthogonalize,  # per shape: You x5 as NS or Gram-NS, whichever has fewer FLOPs (orth/auto.py)
 }
 
 

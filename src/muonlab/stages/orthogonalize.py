@@ -64,3 +64,18 @@ def orthogonalize(stack: Stack) -> None:
 def sign(stack: Stack) -> None:
     """``U <- sign(U)`` (AdaMuon's sign-stabilised pre-step; sign(0) = 0)."""
     stack.update = torch.sign(stack.update)
+
+
+def describe_orthogonalizer(group: dict, m: int, n: int, p: torch.Tensor) -> str:
+    """What the group's orthogonalizer runs on an ``m x n`` view of ``p``, for tables.
+
+    ``"auto"`` is resolved per shape (``muonlab.orth.choose``), e.g. ``"auto: gram you x5"``;
+    other names are returned as given, callables by their ``__name__``.
+    """
+    spec = group.get("orthogonalizer", "newton_schulz")
+    if not isinstance(spec, str):
+        return getattr(spec, "__name__", "callable")
+    if spec.lower() != "auto":
+        return spec
+    dtype = torch.float64 if p.dtype == torch.float64 else as_dtype(group["ns_dtype"], p.device)
+    return "auto: " + orth.choose(m, n, group["ns_steps"], dtype).label()
