@@ -133,6 +133,36 @@ def check_device(device: str, key: str = "device") -> None:
         raise ConfigError(f"{key}: {device!r}: no such device ({count} {kind} device(s) visible)")
 
 
+def _takes_any_keyword(cls: type) -> bool:
+    """Whether ``**kwargs`` reaches past every ``__init__`` in the MRO (then names cannot be checked ahead)."""
+    for target in cls.__mro__:
+        if "__init__" in vars(target):
+            try:
+                params = inspect.signature(target.__init__).parameters.values()
+            except (TypeError, ValueError):
+                return True
+            if not any(p.kind is p.VAR_KEYWORD for p in params):
+                return False
+    return True
+
+
+def unknown_hyperparameter(name: str, cls: type, kw: str, key: str) -> ConfigError:
+    """``"<key>.<kw>: unknown hyperparameter 'kw' for <name>; did you mean ...?"``."""
+    valid = [k for k in keyword_names(cls) if k not in ("lr", "process_group")]
+    return ConfigError(f"{key}.{kw}: unknown hyperparameter {kw!r} for {name}"
+                       + (did_you_mean(kw, valid) or f" (valid: {', '.join(valid)})"))
+
+
+def check_hyperparameter_names(name: str, cls: type, hparams: Mapping[str, Any], key: str) -> None:
+    """Unknown keyword arguments of an optimizer, found from its signature (no model needed)."""
+    if _takes_any_keyword(cls):
+        return
+    valid = set(keyword_names(cls))
+    for kw in hparams:
+        if kw not in valid:
+            raise unknown_hyperparameter(name, cls, kw, key)
+
+
 def construct(name: str, cls: type, model: torch.nn.Module, lr: float, hparams: Mapping[str, Any],
               key: str) -> torch.optim.Optimizer:
     """Build the optimizer once, turning the constructor's complaints into ``ConfigError`` naming ``key``.
@@ -146,9 +176,7 @@ def construct(name: str, cls: type, model: torch.nn.Module, lr: float, hparams: 
         kw = _unknown_kwarg(exc)
         if kw is None:
             raise
-        valid = [k for k in keyword_names(cls) if k not in ("lr", "process_group")]
-        raise ConfigError(f"{key}.{kw}: unknown hyperparameter {kw!r} for {name}"
-                          + (did_you_mean(kw, valid) or f" (valid: {', '.join(valid)})")) from None
+        raise unknown_hyperparameter(name, cls, kw, key) from None
     except ValueError as exc:
         raise ConfigError(f"{key}: {exc}") from None
 
@@ -196,6 +224,7 @@ def validate(cfg: ExperimentConfig, *, optimizers: OptimizerRegistry | None = No
         if opt.name not in registry:
             raise ConfigError(f"optimizers.{opt.name}: " + unknown_name("optimizer", opt.name, registry))
         classes[opt.name] = registry[opt.name]
+        check_hyperparameter_names(opt.name, classes[opt.name], opt.hparams, f"optimizers.{opt.name}")
     for name, kwargs in cfg.callbacks.items():
         if name not in CALLBACKS:
             raise ConfigError(f"callbacks.{name}: " + unknown_name("callback", name, CALLBACKS))
