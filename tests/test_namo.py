@@ -42,6 +42,8 @@ NAMO_CASES = [
     dict(variant="paper"),
     dict(variant="paper", nesterov=True),
     dict(variant="official", lr=1.5),  # the min(., 1) caps engage
+    dict(variant="official", decay="adamw"),  # W (1 - lr wd), minxin-zhg/namo issues #1 / #3
+    dict(variant="paper", decay="adamw"),
 ]
 
 
@@ -60,7 +62,8 @@ def test_namo_equals_reference_fp64(kw):
         opt.step()
         for i, G in enumerate(gs):
             ref[i] = namo_step(ref[i], G, states[i], lr=hp["lr"], mu1=0.9, mu2=0.95, eps=1e-8, wd=hp["weight_decay"],
-                               nesterov=nesterov, variant=kw["variant"], conv_shape=kw.get("conv_shape", "leading"))
+                               nesterov=nesterov, variant=kw["variant"], conv_shape=kw.get("conv_shape", "leading"),
+                               decay=kw.get("decay", "adaptive"))
     for p, r in zip(params, ref):
         assert _rel(p.detach(), r) < 1e-10
     for p, st in zip(params, states):
@@ -74,6 +77,8 @@ NAMOD_CASES = [
     dict(variant="paper", c=1.5),  # c outside (0, 1]: no clamp
     dict(variant="official", c=0.4, lr=2.0),  # per-column caps engage
     dict(variant="official", c=0.4, lr=0.5, weight_decay=1.5),  # the per-column decay floor at 0 engages
+    dict(variant="official", c=0.75, decay="adamw"),
+    dict(variant="paper", c=0.5, decay="adamw"),
 ]
 
 
@@ -93,7 +98,7 @@ def test_namo_d_equals_reference_fp64(kw):
         for i, G in enumerate(gs):
             ref[i] = namo_d_step(ref[i], G, states[i], lr=hp["lr"], mu1=0.9, mu2=0.95, eps=1e-8, wd=hp["weight_decay"],
                                  nesterov=nesterov, variant=kw["variant"], c=kw["c"],
-                                 conv_shape=kw.get("conv_shape", "leading"))
+                                 conv_shape=kw.get("conv_shape", "leading"), decay=kw.get("decay", "adaptive"))
     for p, r in zip(params, ref):
         assert _rel(p.detach(), r) < 1e-10
 
@@ -322,7 +327,7 @@ def test_zero_gradient_from_start_leaves_weights_decayed_only():
 
 # ----------------------------------------------------------------------------- API
 BAD = [("variant", "reference"), ("conv_shape", "out_in"), ("mu2", 1.0), ("mu2", -0.5), ("eps", -1e-8),
-       ("scale_coeff", -0.2), ("momentum", 1.0), ("lr", -1.0), ("c", -0.1)]
+       ("scale_coeff", -0.2), ("momentum", 1.0), ("lr", -1.0), ("c", -0.1), ("decay", "wd")]
 
 
 @pytest.mark.parametrize("key,value", BAD)

@@ -28,6 +28,47 @@ CONFIGS = {
 }
 
 
+def _you_ns_fp64(eps):
+    """You's 5-step Newton–Schulz as a plain fp64 loop, normalizing by ||X||_F + eps first."""
+    def ns(X):
+        tall = X.shape[0] > X.shape[1]
+        Y = X.T if tall else X
+        Y = Y / (torch.linalg.norm(Y) + eps)
+        for a, b, c in muonlab.orth.YOU:
+            A = Y @ Y.T
+            Y = a * Y + (b * A + c * A @ A) @ Y
+        return Y.T if tall else Y
+    return ns
+
+
+def test_default_newton_schulz_normalizes_with_the_authors_eps(monkeypatch):
+    """Default orthogonalizer: You's NS with eps 1e-8 in the normalization, as the authors' code (not 1e-7).
+
+    fp64 TrasMuon with its default orthogonalizer equals the reference loop run with a plain You-NS loop at
+    eps = 1e-8 to 1e-13; the same loop at eps = 1e-7 is farther off than that (so the check can fail).
+    """
+    import tests.reference.trasmuon as ref_module
+
+    g = torch.Generator().manual_seed(5)
+    shapes = [(3, 4), (2, 9), (6, 6)]
+    G_seq = [[0.05 * torch.randn(*s, dtype=torch.float64, generator=g) for s in shapes] for _ in range(4)]
+    params = [torch.zeros(*s, dtype=torch.float64, requires_grad=True) for s in shapes]
+    opt = muonlab.TrasMuon([{"params": params}], **DEFAULTS)
+    for grads in G_seq:
+        for p, G in zip(params, grads):
+            p.grad = G.clone()
+        opt.step()
+    errs = {}
+    for eps in (1e-8, 1e-7):
+        monkeypatch.setattr(ref_module, "polar", _you_ns_fp64(eps))
+        refs = [torch.zeros(*s, dtype=torch.float64) for s in shapes]
+        states = [trasmuon_init(*s) for s in shapes]
+        for grads in G_seq:
+            refs = [trasmuon_step(r, G, st, **DEFAULTS) for r, G, st in zip(refs, grads, states)]
+        errs[eps] = max(((p.detach() - r).norm() / r.norm()).item() for p, r in zip(params, refs))
+    assert errs[1e-8] < 1e-13 < errs[1e-7], errs
+
+
 def _column_scales(shape, g):
     """Fixed heavy-tailed column scales, so some columns persistently exceed k_E x the median energy."""
     n = math.prod(shape[1:])

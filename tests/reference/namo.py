@@ -50,7 +50,7 @@ def _bias(t, mu1, mu2, variant):
     return math.sqrt(b2) / (b1 + (1e-12 if variant == "official" else 0.0))
 
 
-def namo_step(W, G, st, *, lr, mu1, mu2, eps, wd, nesterov, variant, kappa=0.2, conv_shape="leading"):
+def namo_step(W, G, st, *, lr, mu1, mu2, eps, wd, nesterov, variant, kappa=0.2, conv_shape="leading", decay="adaptive"):
     """One NAMO step on a single matrix; returns the new W (st is updated in place)."""
     shape = W.shape
     W2, G2 = W.reshape(shape[0], -1), G.reshape(shape[0], -1)
@@ -60,7 +60,11 @@ def namo_step(W, G, st, *, lr, mu1, mu2, eps, wd, nesterov, variant, kappa=0.2, 
     den = math.sqrt(float(st.v)) + eps
     alpha = lr * _bias(st.t, mu1, mu2, variant) * (float(torch.linalg.norm(Mt)) / den if den > 0 else 0.0)
     O = polar(Mt)
-    if variant == "official":
+    if decay == "adamw":  # AdamW-style decoupled decay with the base lr, then the variant's step
+        W2 = W2 * (1 - lr * wd)
+        step = min(alpha * shape_factor(W, kappa, conv_shape), 1.0) if variant == "official" else alpha
+        W2 = W2 - step * O
+    elif variant == "official":
         W2 = W2 * (1 - wd * min(alpha, 1.0))
         W2 = W2 - min(alpha * shape_factor(W, kappa, conv_shape), 1.0) * O
     else:
@@ -81,7 +85,8 @@ def clamp_columns(r: list[float], c: float) -> list[float]:
     return [x if math.isnan(x) else min(max(x, lo), hi) for x in r]
 
 
-def namo_d_step(W, G, st, *, lr, mu1, mu2, eps, wd, nesterov, variant, c, kappa=0.2, conv_shape="leading"):
+def namo_d_step(W, G, st, *, lr, mu1, mu2, eps, wd, nesterov, variant, c, kappa=0.2, conv_shape="leading",
+                decay="adaptive"):
     """One NAMO-D step on a single matrix, column by column; returns the new W."""
     shape = W.shape
     W2, G2 = W.reshape(shape[0], -1).clone(), G.reshape(shape[0], -1)
@@ -99,7 +104,10 @@ def namo_d_step(W, G, st, *, lr, mu1, mu2, eps, wd, nesterov, variant, c, kappa=
     s = shape_factor(W, kappa, conv_shape)
     for j in range(n):
         d = beta * r[j]
-        if variant == "official":
+        if decay == "adamw":
+            step = min(d * s, 1.0) if variant == "official" else d
+            W2[:, j] = W2[:, j] * (1 - lr * wd) - step * O[:, j]
+        elif variant == "official":
             W2[:, j] = W2[:, j] * max(0.0, 1 - wd * min(d, 1.0)) - min(d * s, 1.0) * O[:, j]
         else:
             W2[:, j] = W2[:, j] - d * (O[:, j] + wd * W2[:, j])

@@ -27,6 +27,7 @@ def normuon_step(W, G, M, v, *, lr, momentum, beta2, eps, weight_decay, variant,
         Oh = Oh * torch.linalg.norm(O) / (torch.linalg.norm(Oh) + eps)
         step = lr * math.sqrt(max(1.0, m / n))
     else:
-        step = lr * 0.2 * math.sqrt(m * n) / (torch.linalg.norm(Oh) + eps)
+        norm = torch.linalg.norm(Oh)  # the paper's eta^ = 0.2 eta sqrt(mn) / ||O^||_F: no eps
+        step = lr * 0.2 * math.sqrt(m * n) / norm if norm > 0 else 0.0
     W2 = W2 * (1 - lr * weight_decay) - step * Oh
     return W2.reshape(shape), M, v

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from .. import stages as S
-from ..stages.namo import CONV_SHAPES, VARIANTS, scale_by_namo, scale_by_namo_d
+from ..stages.namo import CONV_SHAPES, DECAYS, VARIANTS, scale_by_namo, scale_by_namo_d
 from . import validate as V
 from .presets import adamw_defaults
 from .registry import register
@@ -35,6 +35,7 @@ class NAMO(ChainOptimizer):
             W   <- W - min(a kappa sqrt(max(A, B)), 1) O    # A, B = W.shape[:2] (conv_shape)
           variant="paper" (arXiv 2602.17080 §2.3; Nesterov off unless asked for):
             W   <- W - a (O + wd W)
+          decay="adamw" (either variant): the decay above becomes W <- W (1 - lr wd)
         every other parameter (embeddings, head, 1-D): AdamW with adamw_lr, adamw_betas, ...
 
     Args:
@@ -44,6 +45,10 @@ class NAMO(ChainOptimizer):
         mu2: EMA coefficient of the squared gradient norm (0.99).
         eps: added to ``sqrt(v)`` (1e-8, outside the sqrt as in the code since commit 5f8805a).
         weight_decay: ``wd`` (0.1), applied with the adaptive rate (see the box).
+        decay: ``"adaptive"`` (default: the variant's form, as the official code and the paper) or
+            ``"adamw"`` (``W <- W (1 - lr wd)``, independent of the adaptive step). An independent
+            reproduction reports that the official code's adaptive decay and AdamW-style decay give
+            different GPT-2 small losses (minxin-zhg/namo issues #1, #3; disputed by the authors).
         nesterov: Nesterov mix; ``None`` picks the variant's form (official True, paper False).
         variant: ``"official"`` (default) or ``"paper"`` (see the box).
         scale_coeff: ``kappa`` of the official shape factor (0.2; ignored by ``"paper"``).
@@ -79,6 +84,7 @@ class NAMO(ChainOptimizer):
         weight_decay: float = 0.1,
         nesterov: bool | None = None,
         variant: str = "official",
+        decay: str = "adaptive",
         scale_coeff: float = 0.2,
         conv_shape: str = "leading",
         ns_steps: int = 5,
@@ -97,7 +103,7 @@ class NAMO(ChainOptimizer):
             nesterov = variant == "official"
         defaults = dict(
             lr=lr, momentum=momentum, mu2=mu2, eps=eps, weight_decay=weight_decay, nesterov=nesterov,
-            variant=variant, scale_coeff=scale_coeff, conv_shape=conv_shape, ns_steps=ns_steps,
+            variant=variant, decay=decay, scale_coeff=scale_coeff, conv_shape=conv_shape, ns_steps=ns_steps,
             orthogonalizer=orthogonalizer, ns_dtype=ns_dtype, batch_3d=batch_3d,
             **getattr(self, "_extra_defaults", {}),  # NAMOD's c
         )
@@ -113,8 +119,9 @@ class NAMO(ChainOptimizer):
         V.positive_or_zero("eps", group["eps"])
         V.positive_or_zero("scale_coeff", group["scale_coeff"])
         V.one_of("variant", group["variant"], VARIANTS)
+        V.one_of("decay", group["decay"], DECAYS)
         V.one_of("conv_shape", group["conv_shape"], CONV_SHAPES)
-        if group["variant"] == "paper":  # decay 1 - alpha wd, alpha = lr at the first step
+        if group["variant"] == "paper" or group["decay"] == "adamw":  # 1 - alpha wd (alpha = lr at t = 1) or 1 - lr wd
             V.decoupled_decay(group)
         elif not isinstance(self, NAMOD):  # official decay 1 - wd min(alpha, 1) (NAMO-D floors it at 0)
             V.unit_interval("weight_decay", group["weight_decay"], closed_right=True)
@@ -138,6 +145,7 @@ class NAMOD(NAMO):
             W[:, j] <- W[:, j] - min(d_j kappa sqrt(max(A, B)), 1) O[:, j]
           variant="paper" (arXiv 2602.17080 §3.3, W <- W - O D; decay is our extension, see docs):
             W <- W - (O + wd W) diag(d)
+          decay="adamw" (either variant): the decay above becomes W <- W (1 - lr wd)
 
     Args:
         c: clamp of the per-column rates around their mean (0.75, the code default; the GPT-2
@@ -169,6 +177,7 @@ register(
     "namo", NAMO,
     {"lr": 0.05},
     {"variant": "paper", "lr": 0.05, "weight_decay": 0.05, "ns_dtype": "float32"},
+    {"lr": 0.05, "decay": "adamw"},
     {"lr": 0.05, "conv_shape": "flattened", "nesterov": False, "mu2": 0.9, "orthogonalizer": "polar_express",
      "batch_3d": True},
 )
@@ -176,5 +185,6 @@ register(
     "namo-d", NAMOD,
     {"lr": 0.05},
     {"variant": "paper", "lr": 0.05, "c": 0.5, "ns_dtype": "float32"},
+    {"lr": 0.05, "decay": "adamw"},
     {"lr": 0.05, "c": 1.0, "nesterov": False, "weight_decay": 0.0, "batch_3d": True},
 )

@@ -63,6 +63,9 @@ class TrasMuon(ChainOptimizer):
         sf_exclude_warmup: leave warmup steps out of the SF average (True).
         ns_steps: orthogonalizer iterations (5; with ``"you"`` at most 5, as in the authors' code).
         orthogonalizer: registry name or callable (``"you"``, You's 5-step schedule).
+        ns_eps: ``eps`` of the Newton–Schulz normalization ``X / (||X||_F + eps)`` (1e-8, the authors'
+            ``eps``; muonlab's other optimizers use 1e-7 as Jordan's and torch's code). Ignored by
+            orthogonalizers without a normalization eps (``"svd"``, callables without ``eps``).
         ns_dtype: compute dtype of the iteration (``"auto"``: bf16 where matmuls are native bf16, else
             fp32; fp64 parameters use fp64).
         batch_3d: treat 3-D parameters as batches of matrices.
@@ -111,6 +114,7 @@ class TrasMuon(ChainOptimizer):
         ns_steps: int = 5,
         orthogonalizer: Any = "you",
         ns_dtype: str | torch.dtype = "auto",
+        ns_eps: float = 1e-8,
         batch_3d: bool = False,
         adamw_lr: float = 1e-3,
         adamw_betas: tuple[float, float] = (0.95, 0.95),
@@ -126,7 +130,7 @@ class TrasMuon(ChainOptimizer):
             energy_k=energy_k, use_energy_trigger=use_energy_trigger, gate_ema=gate_ema,
             col_gate_every=col_gate_every, col_gate_min_in=col_gate_min_in, e_ref_ema_beta=e_ref_ema_beta,
             warmup_steps=warmup_steps, sf_enabled=sf_enabled, sf_mix=sf_mix, sf_exclude_warmup=sf_exclude_warmup,
-            ns_steps=ns_steps, orthogonalizer=orthogonalizer, ns_dtype=ns_dtype, batch_3d=batch_3d,
+            ns_steps=ns_steps, orthogonalizer=orthogonalizer, ns_dtype=ns_dtype, ns_eps=ns_eps, batch_3d=batch_3d,
         )
         super().__init__(
             params, defaults, adamw_defaults(adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay), process_group,
@@ -137,6 +141,7 @@ class TrasMuon(ChainOptimizer):
         super().validate_orthogonal(group)
         V.unit_interval("beta2", group["beta2"])
         V.positive_or_zero("eps", group["eps"])
+        V.positive_or_zero("ns_eps", group["ns_eps"])
         V.positive("scale_factor", group["scale_factor"])
         V.one_of("col_gate_use", group["col_gate_use"], ENERGY_SOURCES)
         V.positive("energy_quantile", group["energy_quantile"])

@@ -21,6 +21,10 @@ momentum stage and *before* ``orthogonalize``: they read the norms of ``stack.up
 * ``"paper"`` (arXiv 2602.17080 §2.3 / §3.3): no shape factor, no caps, decay folded in as
   ``W <- W - alpha (O + wd W)`` (NAMO-D: per column, ``W <- W - (O + wd W) D``).
 
+``group["decay"]`` picks the weight decay: ``"adaptive"`` (the variant's form above, with the adaptive
+rate) or ``"adamw"`` (``W <- W (1 - lr wd)``, as AdamW and Muon; an independent reproduction,
+minxin-zhg/namo issues #1 and #3, reports that this form changes GPT-2 small's loss).
+
 References:
     Minxin Zhang et al., "Adam Improves Muon: Adaptive Moment Estimation with Orthogonalized
     Momentum", arXiv 2602.17080. Official code https://github.com/minxin-zhg/namo (``src/namo.py``,
@@ -37,6 +41,9 @@ from torch import Tensor
 from .base import Scalar, Stack, stat_dtype
 
 VARIANTS = ("official", "paper")
+#: "adaptive": the variant's own decay, with the adaptive rate (official: 1 - wd min(alpha, 1); paper:
+#: folded in as alpha wd W); "adamw": 1 - lr wd, decoupled from the adaptive rate (AdamW, Muon).
+DECAYS = ("adaptive", "adamw")
 #: "leading": A, B = W.shape[:2] as in the official code (conv: out, in_channels);
 #: "flattened": A, B = the (out, rest) matrix view the orthogonalizer sees.
 CONV_SHAPES = ("leading", "flattened")
@@ -125,7 +132,7 @@ def scale_by_namo(stack: Stack) -> None:
         step, rate = alpha, alpha
     stack.step_size = stack.per_item(step)
     if wd != 0:
-        stack.decay = stack.per_item(1 - wd * rate)
+        stack.decay = 1 - stack.hp("lr") * wd if group["decay"] == "adamw" else stack.per_item(1 - wd * rate)
 
 
 def scale_by_namo_d(stack: Stack) -> None:
@@ -156,4 +163,4 @@ def scale_by_namo_d(stack: Stack) -> None:
         step, decay = d, 1 - wd * d
     stack.step_size = step.unsqueeze(-2)  # (k, 1, n): scales column j of O
     if wd != 0:
-        stack.decay = decay.unsqueeze(-2)
+        stack.decay = 1 - stack.hp("lr") * wd if group["decay"] == "adamw" else decay.unsqueeze(-2)

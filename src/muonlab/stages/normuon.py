@@ -62,7 +62,7 @@ def normalize_rows(stack: Stack) -> None:
         v  <- beta2 v + (1 - beta2) mean_cols(O * O)          # (m, 1)
         O^ <- O / (sqrt(v) + eps)
         official: O^ <- O^ * ||O||_F / (||O^||_F + eps)       # keep the norm of the NS output
-        paper:    O^ <- O^ * 0.2 sqrt(mn) / (||O^||_F + eps)   # RMS 0.2, AdamW-scale lr
+        paper:    O^ <- O^ * 0.2 sqrt(mn) / ||O^||_F           # RMS 0.2, AdamW-scale lr (no eps)
     """
     group = stack.group
     O = stack.update
@@ -71,6 +71,7 @@ def normalize_rows(stack: Stack) -> None:
     U = divide_rows(stack, "normuon.v", group["beta2"], eps, "m1")
     if group["variant"] == "official":
         target, norm = frobenius(stack, O, U)  # (k, 1, 1) each, one reduction
+        norm = norm + eps  # the official code's eps; the paper's form has none
     else:
         target, (norm,) = MATCHED_ADAMW_RMS * math.sqrt(m * n), frobenius(stack, U)
-    stack.update = U * torch.where(norm + eps > 0, target / (norm + eps), 0.0)  # a zero matrix, eps = 0: 0
+    stack.update = U * torch.where(norm > 0, target / norm, 0.0)  # a zero matrix (eps = 0 or paper): 0

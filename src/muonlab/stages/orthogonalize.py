@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 
 import torch
 
@@ -42,8 +43,21 @@ def as_dtype(value: str | torch.dtype, device: torch.device | None = None) -> to
     return _DTYPES[value]
 
 
+@functools.lru_cache(maxsize=None)
+def _takes_eps(fn: object) -> bool:
+    try:
+        return "eps" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def with_eps(fn, eps: float | None):
+    """``fn`` with its normalization ``eps`` set, when ``eps`` is given and ``fn`` takes one (the NS family)."""
+    return fn if eps is None or not _takes_eps(fn) else functools.partial(fn, eps=eps)
+
+
 def orthogonalize(stack: Stack) -> None:
-    """``U <- Orth(U)`` with the group's ``orthogonalizer``, ``ns_steps`` and ``ns_dtype``.
+    """``U <- Orth(U)`` with the group's ``orthogonalizer``, ``ns_steps``, ``ns_dtype`` (and ``ns_eps``, if set).
 
     The iteration runs in ``ns_dtype`` (``"auto"``: bf16 where the device has native bf16
     matmuls, as in the reference implementations, else fp32), except that fp64 stacks stay in fp64 so reference tests can be exact. The result is cast back
@@ -52,7 +66,7 @@ def orthogonalize(stack: Stack) -> None:
     group = stack.group
     dtype = torch.float64 if stack.update.dtype == torch.float64 else as_dtype(group["ns_dtype"], stack.grad.device)
     spec = group["orthogonalizer"]
-    fn = orth.resolve(spec)
+    fn = with_eps(orth.resolve(spec), group.get("ns_eps"))
     # Between ranks the matrices may travel in the iteration dtype (bf16: half the bytes) when the
     # orthogonalizer is a polynomial iteration, whose output is exactly representable in it; an
     # SVD or a user callable may return more precision, so those travel in the stack's dtype.
