@@ -110,6 +110,14 @@ def plot_val_loss(result: ExperimentResult, path: Path) -> Path:
 
 def plot_lr_sensitivity(result: ExperimentResult, path: Path) -> Path:
     """Final validation loss vs lr, one line per optimizer; diverged points marked."""
+    fig = lr_sensitivity_figure(result)
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)
+    return path
+
+
+def lr_sensitivity_figure(result: ExperimentResult):
+    """The figure of :func:`plot_lr_sensitivity` (the caller closes it)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     finite_all = [final_loss(r.summary) for r in result.runs if math.isfinite(final_loss(r.summary))]
@@ -135,9 +143,7 @@ def plot_lr_sensitivity(result: ExperimentResult, path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def plot_update_stats(result: ExperimentResult, path: Path) -> Path | None:

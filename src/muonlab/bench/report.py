@@ -89,6 +89,13 @@ def _fmt(x: float | None, spec: str = ".4f") -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
 
+def _secs(x: float | None) -> str:
+    """Seconds: three significant digits below 100 s, whole seconds above (``1234``, not ``1.23e+03``)."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    return f"{x:.0f}" if abs(x) >= 100 else format(x, ".3g")
+
+
 def table_cells(s: OptimizerSummary) -> list[str]:
     """The formatted cells of one main-table row (shared by markdown and rich)."""
     loss = "diverged" if s.n_diverged == s.n_runs else f"{_fmt(s.loss_mean)} ± {_fmt(s.loss_std)}"
@@ -96,7 +103,7 @@ def table_cells(s: OptimizerSummary) -> list[str]:
         loss += f" ({s.n_diverged} diverged)"
     steps = f"{_fmt(s.steps_to_target, '.0f')} ({s.n_reached}/{s.n_runs})" if s.n_reached else f"— (0/{s.n_runs})"
     return [s.name, f"{s.best_lr:.3g}", loss, steps, _fmt(s.ratio_vs_baseline, ".2f"),
-            _fmt(s.time_to_target, ".3g"), _fmt(s.train_time, ".3g"), _fmt(s.step_time_vs_baseline, ".2f")]
+            _secs(s.time_to_target), _secs(s.train_time), _fmt(s.step_time_vs_baseline, ".2f")]
 
 
 HEADERS = ["optimizer", "best lr", "final val loss (mean ± std)", "steps to target (reached)",
