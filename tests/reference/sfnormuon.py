@@ -45,7 +45,8 @@ def sfnormuon_step(pt, G, M, v, *, lr, momentum, sf_momentum, beta2, eps, weight
     v = beta2 * v + (1 - beta2) * (P * P).mean(dim=1, keepdim=True)
     Ph = P / (torch.sqrt(v) + eps)
     lr_t = sf_weights(pt.t, lr=lr, warmup_steps=warmup_steps)
-    hat = 0.2 * lr_t * math.sqrt(m * n) / (torch.linalg.norm(Ph) + eps)
+    norm = torch.linalg.norm(Ph)  # eta^_t = 0.2 eta_t sqrt(mn) / ||P^||_F as published: no eps
+    hat = 0.2 * lr_t * math.sqrt(m * n) / norm if norm > 0 else 0.0
     pt.z = pt.z - lr * weight_decay * pt.z - hat * Ph  # weight decay at the fast iterate, base lr
     pt.average_and_interpolate(lr_t=lr_t, sf_momentum=sf_momentum)
     return M, v

@@ -28,7 +28,7 @@ class SFNorMuon(ChainOptimizer):
             M   <- mu M + (1 - mu) G                      # inner momentum (plain EMA; nesterov=False)
             P   <- NS5(M)
             v   <- b2 v + (1 - b2) mean_cols(P * P)       # (m, 1): NorMuon's neuron-wise second moment
-            P^  <- P / (sqrt(v) + eps) ;  P^ <- 0.2 sqrt(mn) P^ / ||P^||_F         # RMS 0.2
+            P^  <- P / (sqrt(v) + eps) ;  P^ <- 0.2 sqrt(mn) P^ / ||P^||_F         # RMS 0.2 (no eps)
             lr_t = lr min(1, t / warmup_steps)
             z   <- (1 - lr wd) z - lr_t P^                # weight decay at the FAST iterate
             s   <- s + lr_t^2 ;  c = lr_t^2 / s
@@ -53,7 +53,7 @@ class SFNorMuon(ChainOptimizer):
         sf_momentum: ``beta``, weight of the average ``x`` in the gradient point ``y`` (0.9,
             Defazio et al.'s default); must be in (0, 1).
         beta2: ``b2`` of the row second moment (0.95, NorMuon).
-        eps: added to ``sqrt(v)`` and to ``||P^||_F`` (1e-8).
+        eps: added to ``sqrt(v)`` (1e-8).
         weight_decay: decoupled decay of the fast iterate with the base lr (0.1; a library choice,
             the paper reports decay at z as essential but its value was not retrieved).
         warmup_steps: linear warmup of the step and of the averaging weights (0: none).
