@@ -13,7 +13,8 @@ The configuration is checked in full before any work (:mod:`.checks`): a bad key
 hyperparameter or value is one line on stderr naming the key, exit status 2.
 
 Writes ``<out>/curvature/report.md``, ``summary.json``, ``figures/*.png`` and one JSONL record per
-training run under ``runs/`` (finished runs are reused when the command is repeated).
+training run under ``runs/`` (a finished run is reused when the command is repeated with the same
+configuration, code version and environment: its cache key, :mod:`muonlab.bench.provenance`).
 
 References:
     Wang et al., "Why Muon Outperforms Adam: A Curvature Perspective", arXiv 2606.04662 (2026).
