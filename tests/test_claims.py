@@ -54,7 +54,7 @@ def test_namo_d_c_grid_reaches_the_paper_value():
 
 def test_resolve_names():
     """Groups expand, duplicates collapse, unknown names raise ValueError naming them."""
-    assert resolve_names(["ablation", "ablation-zipf"]) == ["ablation-text-short", "ablation-zipf"]
+    assert resolve_names(["ablation", "ablation-zipf"]) == ["ablation-text", "ablation-zipf"]
     assert resolve_names(None) == list(CLAIMS)
     with pytest.raises(ValueError, match="nope"):
         resolve_names(["nope"])

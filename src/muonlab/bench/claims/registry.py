@@ -6,9 +6,9 @@ All arms of an experiment share each seed's model initialisation and data order,
 are paired by seed. Grids are x3 (x~3.3) apart and centred on the best lr of the earlier ``text`` /
 ``demo`` runs (docs/BENCHMARKS.md); a best lr on a grid edge extends the grid (``run.py``).
 
-Sizes (full run, about 30-45 minutes on 2 CPU cores in all): ``text`` = the shipped ``text`` config
-(byte-level GPT 2 x 64, context 128, 500 steps); ``text-short`` = context 64, 300 steps; ``zipf`` =
-the ``demo`` config's task; ``image`` = the 8x8 digits CNN, 600 steps; ``regression`` = the shipped
+Sizes: ``text`` = the shipped ``text`` config's model (byte-level GPT 2 x 64) at context 64 and 300
+steps (``text-nowarmup``, ``text-constant``, ``text-adam``: the same with another schedule or other
+arms); ``zipf`` = the ``demo`` config's task; ``image`` = the 8x8 digits CNN, 600 steps; ``regression`` = the shipped
 ``regression`` config.
 
 References (papers; the claims are quoted from their abstracts):
@@ -48,8 +48,7 @@ def _gpt(name: str, description: str, task: dict, steps: int, warmup: int, arms:
     return Experiment(name, description, base, arms, quick=_GPT_QUICK, tiny=tiny)
 
 
-_TEXT = {"data": "text", "n_layer": 2, "n_head": 4, "n_embd": 64, "block_size": 128, "batch_size": 16}
-_TEXT_SHORT = {**_TEXT, "block_size": 64}
+_TEXT = {"data": "text", "n_layer": 2, "n_head": 4, "n_embd": 64, "block_size": 64, "batch_size": 16}
 _ZIPF = {"data": "zipf-pcfg", "n_layer": 2, "n_head": 4, "n_embd": 64, "block_size": 64, "batch_size": 16}
 
 _NAMO_GRID = (0.03, 0.1, 0.3)
@@ -71,7 +70,8 @@ def _ablation_arms(grid: tuple[float, ...]) -> tuple[Arm, ...]:
 
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
-    _gpt("text", "GPT 2x64 on Python-stdlib bytes, ctx 128, 500 steps, warmup 50 + cosine", _TEXT, 500, 50, (
+    # One text experiment for every text claim, so AdamW, Muon and NorMuon train once for all of them.
+    _gpt("text", "GPT 2x64 on Python-stdlib bytes, ctx 64, 300 steps, warmup 30 + cosine", _TEXT, 300, 30, (
         Arm("adamw", "adamw", (3e-3, 1e-2, 3e-2)),
         _hybrid("muon", "muon", _MUON_GRID_TEXT),
         _hybrid("namo", "namo", _NAMO_GRID),
@@ -79,28 +79,22 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
         *(_hybrid(f"namo-d.c{c:g}", "namo-d", _NAMO_GRID, c=c) for c in NAMO_D_C),
         _hybrid("normuon", "normuon", _MUON_GRID_TEXT),
         _hybrid("adamuon", "adamuon", (6e-3, 2e-2, 6e-2)),
-    )),
-    _gpt("text-short", "GPT 2x64 on Python-stdlib bytes, ctx 64, 300 steps, warmup 30 + cosine", _TEXT_SHORT,
-         300, 30, (
-             Arm("adamw", "adamw", (3e-3, 1e-2, 3e-2)),
-             _hybrid("muon", "muon", _MUON_GRID_TEXT),
-             _hybrid("trasmuon", "trasmuon", (3e-3, 1e-2, 3e-2)),
-             _hybrid("normuon", "normuon", _MUON_GRID_TEXT),  # the scheduled reference of the SF-NorMuon claim
-             *_ablation_arms(_MUON_GRID_TEXT),
-         ), eval_every=25),
-    _gpt("text-short-nowarmup", "as text-short, no warmup (cosine from step 1)", _TEXT_SHORT, 300, 0, (
+        _hybrid("trasmuon", "trasmuon", (3e-3, 1e-2, 3e-2)),
+        *_ablation_arms(_MUON_GRID_TEXT),
+    ), eval_every=25),
+    _gpt("text-nowarmup", "as text, no warmup (cosine from step 1)", _TEXT, 300, 0, (
         Arm("adamw", "adamw", (3e-3, 1e-2, 3e-2)),
         _hybrid("muon", "muon", _MUON_GRID_TEXT),
         _hybrid("trasmuon", "trasmuon", (3e-3, 1e-2, 3e-2)),
     ), eval_every=25),
-    _gpt("text-short-constant", "as text-short, warmup 30 then constant lr (no decay)", _TEXT_SHORT, 300, 30, (
+    _gpt("text-constant", "as text, warmup 30 then constant lr (no decay)", _TEXT, 300, 30, (
         Arm("adamw", "adamw", (3e-3, 1e-2, 3e-2)),
         _hybrid("normuon", "normuon", _MUON_GRID_TEXT),
         _hybrid("sfnormuon", "sfnormuon", (3e-3, 1e-2, 3e-2)),
     ), eval_every=25, schedule="constant"),
     # Adam(W) variants only, weight decay 0 everywhere: then the plain-parameter AdamW baseline and the
     # param_groups-built arms (whose 1-D group has no decay) differ in nothing but their betas.
-    _gpt("text-short-adam", "as text-short, Adam variants only, weight decay 0", _TEXT_SHORT, 300, 30, (
+    _gpt("text-adam", "as text, Adam variants only, weight decay 0", _TEXT, 300, 30, (
         Arm("adamw", "adamw", (3e-3, 1e-2, 3e-2), {"weight_decay": 0.0}),
         Arm("adamw.betas0.95", "adamw", (3e-3, 1e-2, 3e-2), {"betas": [0.9, 0.95], "weight_decay": 0.0}),
         Arm("adam-single-beta", "adam-single-beta", (3e-3, 1e-2, 3e-2), {"weight_decay": 0.0}),
@@ -145,7 +139,7 @@ def _vs(exp: str, a: str, *bs: str, mult: float = 1.0) -> tuple[Comparison, ...]
     return tuple(Comparison(exp, a, b, mult) for b in bs)
 
 
-_TRAS = tuple(c for exp in ("text-short-nowarmup", "text-short") for k in (1.0, 2.0, 4.0)
+_TRAS = tuple(c for exp in ("text-nowarmup", "text") for k in (1.0, 2.0, 4.0)
               for c in _vs(exp, "trasmuon", "muon", "adamw", mult=k))
 
 CLAIMS: dict[str, Claim] = {c.name: c for c in (
@@ -170,7 +164,7 @@ CLAIMS: dict[str, Claim] = {c.name: c for c in (
             "which of Muon's implementation choices change the final loss at small scale "
             "(NS schedule / exact polar, bf16 NS, Nesterov, momentum, the AdamW part's eps and betas)",
             tuple(Comparison(exp, a.name, "muon") for a in _ablation_arms(())))
-      for exp in ("text-short", "zipf")),
+      for exp in ("text", "zipf")),
     Claim("ef-muon", "Muon on convex Lipschitz functions, arXiv 2605.08980",
           "Muon (no momentum) does not converge on a convex Lipschitz function; error feedback fixes it "
           "(deterministic problem: every seed is the same run, so the intervals have zero width)",
@@ -178,15 +172,15 @@ CLAIMS: dict[str, Claim] = {c.name: c for c in (
     Claim("sf-normuon", "SF-NorMuon, arXiv 2605.23061",
           "schedule-free NorMuon trains 'anytime': without a decay schedule its checkpoints (the average x) beat "
           "NorMuon at a constant lr, and match NorMuon with a cosine schedule",
-          tuple(Comparison("text-short-constant", "sfnormuon", "normuon", at=f) for f in (0.5, 1.0))
-          + tuple(Comparison("text-short-constant", "sfnormuon", "normuon", at=f, experiment_b="text-short")
+          tuple(Comparison("text-constant", "sfnormuon", "normuon", at=f) for f in (0.5, 1.0))
+          + tuple(Comparison("text-constant", "sfnormuon", "normuon", at=f, experiment_b="text")
                   for f in (0.5, 1.0))),
     Claim("adam-beta1-eq-beta2", "Orvieto & Gower, arXiv 2505.21829",
           "Adam with beta1 = beta2 (0.95) matches or beats Adam with separate betas",
-          _vs("text-short-adam", "adam-single-beta", "adamw", "adamw.betas0.95")),
+          _vs("text-adam", "adam-single-beta", "adamw", "adamw.betas0.95")),
 )}
 
-GROUPS: dict[str, list[str]] = {"ablation": ["ablation-text-short", "ablation-zipf"]}
+GROUPS: dict[str, list[str]] = {"ablation": ["ablation-text", "ablation-zipf"]}
 
 
 def resolve_names(names: list[str] | None) -> list[str]:
