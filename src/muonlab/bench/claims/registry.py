@@ -127,8 +127,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                {"task": {"name": "regression"}, "steps": 1000, "eval_every": 50, "seeds": SEEDS, "sweep_seeds": 1,
                 "schedule": {"kind": "constant", "warmup": 20, "min_lr_ratio": 1.0}},
                (Arm("adamw", "adamw", (1e-3, 3e-3, 1e-2), {"weight_decay": 0.0}),
-                Arm("muon", "muon", (0.02, 0.06, 0.2)),
-                Arm("adago", "adago", (0.1, 0.3, 1.0))),
+                _hybrid("muon", "muon", (0.02, 0.06, 0.2)),   # first/last layer and biases: AdamW's best lr
+                _hybrid("adago", "adago", (0.1, 0.3, 1.0))),
                quick={"steps": 40, "eval_every": 10},
                tiny={"steps": 4, "eval_every": 2, "task": {"width": 8, "n_train": 256, "n_val": 64,
                                                            "batch_size": 32}}),
