@@ -7,6 +7,8 @@ thread), so the comparisons are exact (``torch.equal``) unless a test says why n
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch._dynamo
@@ -103,3 +105,166 @@ def test_compiled_model_and_step_match_eager(cls, fresh_dynamo):
     torch.testing.assert_close(losses_c, losses_e, rtol=1e-4, atol=1e-5)
     for a, b in zip(params_c, params_e):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------- torch.amp
+def _amp_train(model, opt, scaler, batches):
+    """CPU autocast (bf16) forward, GradScaler backward / unscale / step / update; the losses."""
+    losses = []
+    for x, y in batches:
+        opt.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = nn.functional.mse_loss(model(x).float(), y)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)  # true gradients, e.g. for clipping, before the step
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        scaler.step(opt)
+        scaler.update()
+        losses.append(loss.detach())
+    return torch.stack(losses)
+
+
+def _amp_setup():
+    model = _mlp()
+    opt = muonlab.NAMO(muonlab.param_groups(model, head=["4"]), lr=0.02)
+    return model, opt, torch.amp.GradScaler("cpu", init_scale=2.0**10)
+
+
+def test_amp_autocast_gradscaler_resume_equals_uninterrupted():
+    """bf16 autocast + GradScaler: 6 steps, state dicts saved and loaded into fresh objects, 4 more == 10 straight."""
+    batches = _batches(10)
+    model, opt, scaler = _amp_setup()
+    straight = _amp_train(model, opt, scaler, batches)
+    final = _params(model)
+
+    model, opt, scaler = _amp_setup()
+    first = _amp_train(model, opt, scaler, batches[:6])
+    saved = {k: copy.deepcopy(o.state_dict()) for k, o in (("model", model), ("opt", opt), ("scaler", scaler))}
+    model, opt, scaler = _amp_setup()
+    model.load_state_dict(saved["model"])
+    opt.load_state_dict(saved["opt"])
+    scaler.load_state_dict(saved["scaler"])
+    second = _amp_train(model, opt, scaler, batches[6:])
+    assert torch.equal(torch.cat([first, second]), straight)
+    for a, b in zip(_params(model), final):
+        assert torch.equal(a, b)
+
+
+def test_gradscaler_skips_step_on_inf_gradient():
+    """An inf gradient: scaler.step does not call the optimizer (params and state unchanged), update() halves the scale."""
+    model, opt, scaler = _amp_setup()
+    _amp_train(model, opt, scaler, _batches(2))  # state exists
+    before_p = _params(model)
+    before_s = copy.deepcopy(opt.state_dict()["state"])
+    scale = scaler.get_scale()
+    x, y = _batches(1)[0]
+    opt.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = nn.functional.mse_loss(model(x).float(), y)
+    scaler.scale(loss).backward()
+    next(model.parameters()).grad[0, 0] = float("inf")
+    scaler.unscale_(opt)
+    scaler.step(opt)  # found inf in the unscaled gradients: does not call opt.step()
+    scaler.update()
+    assert scaler.get_scale() == scale * 0.5
+    assert opt.skipped_steps == 0  # the scaler skipped it, not muonlab's own non-finite gate
+    for a, b in zip(_params(model), before_p):
+        assert torch.equal(a, b)
+    after_s = opt.state_dict()["state"]
+    for i, st in before_s.items():
+        for k, v in st.items():
+            assert torch.equal(after_s[i][k], v), (i, k)
+
+
+# ---------------------------------------------------------------------------- PyTorch Lightning
+def _lightning_module():
+    pl = pytest.importorskip("pytorch_lightning")
+
+    class Regressor(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = _mlp(torch.float64)
+            self.losses: list[torch.Tensor] = []
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            loss = nn.functional.mse_loss(self.net(x), y)
+            self.losses.append(loss.detach())
+            return loss
+
+        def configure_optimizers(self):
+            opt = muonlab.NAMO(muonlab.param_groups(self.net, head=["4"]), lr=0.02, weight_decay=0.1)
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.02, total_steps=12, cycle_momentum=False)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    return pl, Regressor
+
+
+def _loader(dtype=torch.float64):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x, y = (torch.cat(t) for t in zip(*_batches(4, dtype)))
+    return DataLoader(TensorDataset(x, y), batch_size=16, shuffle=False)  # 4 steps per epoch
+
+
+def _trainer(pl, epochs: int):
+    return pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, deterministic=True)
+
+
+def test_lightning_checkpoint_resume_equals_uninterrupted(tmp_path):
+    """configure_optimizers returns NAMO + a per-step OneCycleLR; 2 epochs, checkpoint, resume for 1 == 3 straight (fp64)."""
+    pl, Regressor = _lightning_module()
+    straight = Regressor()
+    _trainer(pl, 3).fit(straight, _loader())
+
+    first = Regressor()
+    trainer = _trainer(pl, 2)
+    trainer.fit(first, _loader())
+    trainer.save_checkpoint(tmp_path / "ckpt.ckpt")
+    resumed = Regressor()
+    trainer = _trainer(pl, 3)
+    trainer.fit(resumed, _loader(), ckpt_path=tmp_path / "ckpt.ckpt")
+    opt = trainer.optimizers[0]
+    assert isinstance(opt, muonlab.NAMO) and trainer.global_step == 12
+    # Same data, same fp64 ops, state and scheduler restored: bitwise the same trajectory.
+    assert len(straight.losses) == 12 and torch.equal(torch.stack(first.losses + resumed.losses), torch.stack(straight.losses))
+    for a, b in zip(resumed.parameters(), straight.parameters()):
+        assert torch.equal(a, b)
+
+
+# ---------------------------------------------------------------------------- accelerate
+def _accelerate_run(tmp_path, epochs: list[int], save_after: int | None = None, load: bool = False):
+    """Train ``epochs`` (epoch indices) under Accelerator(cpu=True); save_state after epoch ``save_after``."""
+    accelerate = pytest.importorskip("accelerate")
+    accelerate.state.AcceleratorState._reset_state(reset_partial_state=True)  # a fresh Accelerator per run
+    acc = accelerate.Accelerator(cpu=True)
+    model = _mlp(torch.float64)
+    opt = muonlab.Muon(muonlab.param_groups(model, head=["4"]), lr=0.02, weight_decay=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (1.0 + 0.1 * s))
+    model, opt, loader, sched = acc.prepare(model, opt, _loader(), sched)
+    if load:
+        acc.load_state(str(tmp_path / "state"))
+    losses = []
+    for epoch in epochs:
+        for x, y in loader:
+            opt.zero_grad()
+            loss = nn.functional.mse_loss(model(x), y)
+            acc.backward(loss)
+            opt.step()
+            sched.step()
+            losses.append(loss.detach())
+        if epoch == save_after:
+            acc.save_state(str(tmp_path / "state"))
+    return losses, _params(acc.unwrap_model(model)), acc
+
+
+def test_accelerate_save_load_state_resume_equals_uninterrupted(tmp_path):
+    """Accelerator(cpu=True).prepare(model, Muon, loader, scheduler): save_state after 2 epochs, load_state, 1 more == 3 straight."""
+    straight, final, _ = _accelerate_run(tmp_path / "a", [0, 1, 2])
+    first, _, _ = _accelerate_run(tmp_path, [0, 1], save_after=1)
+    second, resumed, acc = _accelerate_run(tmp_path, [2], load=True)
+    assert len(straight) == 12
+    assert torch.equal(torch.stack(first + second), torch.stack(straight))  # fp64, fixed order: bitwise
+    for a, b in zip(resumed, final):
+        assert torch.equal(a, b)
