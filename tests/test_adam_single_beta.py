@@ -29,7 +29,7 @@ def _grads(steps, seed=1):
 
 @pytest.mark.parametrize("form", ["class", "adamw-betas", "hybrid-adamw-part"])
 def test_equals_reference_loop_fp64(form):
-    """AdamSingleBeta, AdamW(betas=(b, b)) and a hybrid's adamw_betas=(b, b) == the plain loop to 1e-12 over 20 steps."""
+    """AdamSingleBeta, AdamW(betas=(b, b)) and a hybrid's adamw_betas=(b, b) == the plain loop (1e-12, 20 steps)."""
     params = [torch.randn(*s, dtype=torch.float64, requires_grad=True) for s in SHAPES]
     b = HP["beta"]
     if form == "class":
@@ -90,7 +90,8 @@ def _max_ratio(betas, grads):
 QUIET_THEN_SPIKE = [1e-3] * 29 + [1.0]
 SPIKE_THEN_ZEROS = [1.0] + [0.0] * 199
 _g = torch.Generator().manual_seed(0)
-HEAVY_TAILED = (torch.randn(200, generator=_g, dtype=torch.float64) / torch.randn(200, generator=_g, dtype=torch.float64) + 0.3).tolist()  # Cauchy
+_cauchy = torch.randn(200, generator=_g, dtype=torch.float64) / torch.randn(200, generator=_g, dtype=torch.float64)
+HEAVY_TAILED = (_cauchy + 0.3).tolist()
 
 
 def test_single_beta_bounds_the_ratio_and_distinct_betas_do_not():

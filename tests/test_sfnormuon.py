@@ -25,7 +25,7 @@ def _setup(seed=0):
     g = torch.Generator().manual_seed(seed)
     mats = [torch.randn(*s, dtype=torch.float64, generator=g).requires_grad_() for s in SHAPES]
     bias = torch.randn(5, dtype=torch.float64, generator=g).requires_grad_()
-    targets = [torch.randn(*s, dtype=torch.float64, generator=g) for s in SHAPES] + [torch.randn(5, dtype=torch.float64, generator=g)]
+    targets = [torch.randn(*s, dtype=torch.float64, generator=g) for s in [*SHAPES, (5,)]]
     return mats, bias, targets
 
 
@@ -33,7 +33,8 @@ def _build(mats, bias, **over):
     hp = dict(HP, **over)
     return muonlab.SFNorMuon(
         [{"params": mats}, {"params": [bias], "algorithm": "adamw"}], orthogonalizer="svd",
-        adamw_lr=AUX["lr"], adamw_betas=AUX["betas"], adamw_eps=AUX["eps"], adamw_weight_decay=AUX["weight_decay"], **hp,
+        adamw_lr=AUX["lr"], adamw_betas=AUX["betas"], adamw_eps=AUX["eps"], adamw_weight_decay=AUX["weight_decay"],
+        **hp,
     )
 
 
@@ -43,7 +44,7 @@ def _grad(y, target, noise):
 
 
 def test_equals_reference_loop_fp64():
-    """fp64 SF-NorMuon (SVD) == the plain x/y/z loop to 1e-10 over 20 steps (menagerie incl. conv, AdamW part, warmup, wd)."""
+    """fp64 SF-NorMuon (SVD) == the plain x/y/z loop to 1e-10 over 20 steps (conv, 1 x n, AdamW part, warmup, wd)."""
     mats, bias, targets = _setup()
     opt = _build(mats, bias)
     params = mats + [bias]
@@ -62,7 +63,8 @@ def test_equals_reference_loop_fp64():
             if i < len(SHAPES):
                 Ms[i], vs[i] = sfnormuon_step(pt, G.reshape(pt.y.shape), Ms[i], vs[i], **HP)
             else:
-                am, av = sfadamw_step(pt, G, am, av, sf_momentum=HP["sf_momentum"], warmup_steps=HP["warmup_steps"], **AUX)
+                sf = dict(sf_momentum=HP["sf_momentum"], warmup_steps=HP["warmup_steps"])
+                am, av = sfadamw_step(pt, G, am, av, **sf, **AUX)
     for p, pt in zip(params, pts):
         assert ((p.detach().reshape(pt.y.shape) - pt.y).norm() / pt.y.norm()).item() < 1e-10
         assert ((opt.state[p][Z_KEY].reshape(pt.z.shape) - pt.z).norm() / pt.z.norm()).item() < 1e-10
