@@ -5,11 +5,13 @@ above ~1.8e19 has ``sum x^2 = inf`` (and entries below ~1e-23 square to zero), a
 a perfectly representable number. :func:`safe_norm` scales every slice by a power of two
 ``s = 2^-e`` with ``max|x| = f 2^e``, ``f`` in ``[0.5, 1)``, so that its largest entry lies in
 ``[0.5, 1)``, takes the norm there and divides by ``s``. Multiplying by a power of two is exact, so
-for inputs whose squares neither overflow nor underflow the result is *bitwise* the plain norm; for
-the others it is the correctly scaled value (the classical remedy of LAPACK's ``xNRM2``, Blue,
+for inputs whose squares neither overflow nor underflow the result is bitwise ``X.square().sum().sqrt()``
+(and within an ulp or two of ``vector_norm``, which sums in another order); for the others it is the
+correctly scaled value (the classical remedy of LAPACK's ``xNRM2``, Blue,
 "A Portable Fortran Program to Find the Euclidean Norm of a Vector", ACM TOMS 4(1), 1978).
 
-Cost: one max-abs reduction and one scaled temporary on top of the norm itself (no host sync).
+Cost: a max-abs pass and one scaled temporary on top of the sum of squares (no host sync); on CPU
+this is faster than a plain ``vector_norm`` over the columns (see :func:`safe_norm`).
 """
 
 from __future__ import annotations
@@ -35,10 +37,20 @@ def pow2_scale(amax: Tensor) -> Tensor:
     return torch.where(ok, torch.ldexp(torch.ones_like(amax), -e), torch.ones_like(amax))
 
 
+def max_abs(X: Tensor, dim: Dims, keepdim: bool = False) -> Tensor:
+    """``max |x|`` over ``dim`` (NaN propagates), as ``max(amax(X), -amin(X))``.
+
+    Two vectorized reductions: ``vector_norm(X, ord=inf)`` computes the same value ~15x slower on CPU
+    (torch 2.13, AVX2; an unvectorized abs-max kernel), ``X.abs().amax()`` needs a temporary.
+    """
+    dims = (dim,) if isinstance(dim, int) else tuple(dim)
+    return torch.maximum(X.amax(dims, keepdim=keepdim), X.amin(dims, keepdim=keepdim).neg())
+
+
 def safe_norm(X: Tensor, dim: Dims, keepdim: bool = False) -> Tensor:
     """``||X||_2`` over ``dim`` without intermediate overflow or underflow, in ``X``'s dtype.
 
-    Exact to the rounding of a plain norm at every magnitude; the result itself is ``inf`` only when
+    Accurate to the rounding of a plain norm at every magnitude; the result itself is ``inf`` only when
     the true norm exceeds the dtype's largest finite value (a few ulps below it at most). Inf
     entries give inf and NaN entries NaN, as ``vector_norm`` does.
 
@@ -48,7 +60,8 @@ def safe_norm(X: Tensor, dim: Dims, keepdim: bool = False) -> Tensor:
     dims = (dim,) if isinstance(dim, int) else tuple(dim)
     if X.numel() == 0:  # an empty shard: max-abs has no identity, and nothing can overflow
         return torch.linalg.vector_norm(X, dim=dims, keepdim=keepdim)
-    amax = torch.linalg.vector_norm(X, ord=float("inf"), dim=dims, keepdim=True)
-    s = pow2_scale(amax)
-    norm = torch.linalg.vector_norm(X * s, dim=dims, keepdim=True) / s
+    s = pow2_scale(max_abs(X, dims, keepdim=True))
+    # square-and-sum rather than vector_norm: on CPU vector_norm over a non-innermost dim (the
+    # columns, dim=-2) is ~7x slower than this sum, and the scaled temporary is ours to square in place.
+    norm = (X * s).square_().sum(dims, keepdim=True).sqrt_().div_(s)
     return norm if keepdim else norm.squeeze(dims) if dims else norm

@@ -15,13 +15,12 @@ References:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from muonlab.orth.norms import pow2_scale
+from muonlab.orth.norms import max_abs, pow2_scale
 from muonlab.orth.schedules import Triple, get_schedule
 
 
@@ -62,7 +61,7 @@ def normalize(X: Tensor, prescale: float, eps: float, dtype: torch.dtype | None)
     # Bitwise the plain formula wherever the plain squares neither overflow nor underflow.
     if Xn.numel() == 0:
         return Xn.to(dtype if dtype is not None else X.dtype)
-    p2 = pow2_scale(torch.linalg.vector_norm(Xn, ord=math.inf, dim=(-2, -1), keepdim=True))  # (..., 1, 1)
+    p2 = pow2_scale(max_abs(Xn, (-2, -1), keepdim=True))  # (..., 1, 1)
     Xs = Xn * p2
     norm = torch.linalg.vector_norm(Xs, dim=(-2, -1), keepdim=True)
     denom = prescale * norm + eps * p2
