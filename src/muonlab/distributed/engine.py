@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from ..orth.norms import max_abs
 from ..stages.context import Local
 from . import comm
 from .contexts import Replicated, Sharded
@@ -91,6 +92,15 @@ def build_contexts(buckets: list[Bucket]) -> None:
             b.ctx = Sharded(b.shape, b.local_shape, b.sharding, counts.get(id(b)), b.counts, b.squeeze)
 
 
+def _max_abs(grads: list[Tensor]) -> list[Tensor]:
+    """``max |g|`` of each tensor (NaN propagates): one foreach kernel on accelerators; on CPU, where
+    ``_foreach_norm(ord=inf)`` is ~9x slower than two vectorized reductions per tensor (torch 2.13,
+    AVX2), ``max(amax, -amin)``. The values are the same either way."""
+    if grads[0].device.type == "cpu":
+        return [max_abs(g, tuple(range(g.dim()))) for g in grads]
+    return list(torch._foreach_norm(grads, ord=math.inf))
+
+
 def finite(buckets: list[Bucket]) -> Tensor | None:
     """0-D bool tensor: every gradient of the step is finite, on every rank that shares a matrix.
 
@@ -103,7 +113,7 @@ def finite(buckets: list[Bucket]) -> Tensor | None:
         return None
     device = grads[0].device
     grads = [g for g in grads if g.numel()]  # empty shards: max-abs has no identity
-    peaks = [x.to(device) for x in torch._foreach_norm(grads, ord=math.inf)] if grads else []
+    peaks = [x.to(device) for x in _max_abs(grads)] if grads else []
     ok = torch.isfinite(torch.stack(peaks)).all() if peaks else torch.ones((), dtype=torch.bool, device=device)
     groups = {}
     for b in buckets:
