@@ -1,0 +1,96 @@
+"""``muonlab perf``: the report's structure (never its timings), shape sets, stock baselines, the NS timer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import muonlab.perf as perf
+from muonlab.cli import main
+from muonlab.perf_sets import NAMED, gpt_shapes, resnet18_cifar_shapes, shape_set
+
+COLUMNS = ["optimizer", "ms / step", "vs torch AdamW", "vs torch Muon + AdamW", "vs best stock", "NS share",
+           "NS GFLOP/s", "NS vs GEMM", "state MB", "step peak MB"]
+
+
+def tiny_model() -> torch.nn.Module:
+    """A user model for ``--set tests.test_perf:tiny_model``: embedding, two hidden Linears, a conv, a head."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Embedding(50, 16), torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 16),
+        torch.nn.Unflatten(-1, (1, 4, 4)), torch.nn.Conv2d(1, 8, 3), torch.nn.Conv2d(8, 8, 1), torch.nn.Flatten(),
+        torch.nn.Linear(32, 50),
+    )
+
+
+def test_named_sets_have_the_documented_shapes():
+    """GPT-2 widths/depths, embeddings on AdamW, ResNet-18 conv views; every named set builds."""
+    hidden, adamw = shape_set("gpt2-small")
+    assert len(hidden) == 48 and hidden[:4] == [(2304, 768), (768, 768), (3072, 768), (768, 3072)]
+    assert (50257, 768) in adamw and (1024, 768) in adamw
+    assert shape_set("gpt2-medium")[0][0] == (3072, 1024) and len(shape_set("gpt2-large", layers=2)[0]) == 8
+    assert gpt_shapes(64, 2)[1][-1] == (64,)  # no embeddings without a vocabulary
+    hidden, adamw = resnet18_cifar_shapes()
+    assert (64, 27) in adamw and (10, 512) in adamw and (512, 9 * 512) in hidden and (128, 64) in hidden
+    for name in NAMED:
+        h, a = shape_set(name, d=32, layers=1)
+        assert h and all(len(s) == 2 for s in h)
+    with pytest.raises(ValueError, match="shape set"):
+        shape_set("gpt3")
+
+
+def test_user_model_is_routed():
+    """module:callable goes through muonlab.param_groups: hidden Linears and convs as matrix views."""
+    hidden, adamw = shape_set("tests.test_perf:tiny_model")
+    assert (32, 16) in hidden and (16, 32) in hidden and (8, 8) in hidden
+    assert (50, 16) in adamw  # the embedding
+
+
+def test_stock_ns_in_fp32_is_torchs_algorithm():
+    """The fp32 stock baseline computes what torch.optim.Muon's NS computes (checked in fp64 against our NS)."""
+    G = torch.randn(40, 24, dtype=torch.float64)
+    ours = perf.stock_ns(G, (3.4445, -4.7750, 2.0315), 5, 1e-7, torch.float64)
+    import muonlab.orth as orth
+
+    torch.testing.assert_close(ours, orth.newton_schulz(G, "jordan", 5, eps=0.0), rtol=1e-10, atol=1e-10)
+
+
+def test_report_structure(tmp_path, capsys):
+    """The CLI prints one row per candidate with every column, and --json holds the same fields."""
+    path = tmp_path / "perf.json"
+    only = "torch.optim.AdamW,fp32 NS,muonlab.Muon,muonlab.NAMO,muonlab.AdamW"
+    assert main(["perf", "--set", "tests.test_perf:tiny_model", "--steps", "1", "--warmup", "0", "--only", only,
+                 "--json", str(path), "--threads", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("# set tests.test_perf:tiny_model") and "native bf16" in out[0]
+    header = [c.strip() for c in out[2].strip("|").split("|")]
+    assert header == COLUMNS
+    res = json.loads(path.read_text())
+    names = list(res["rows"])
+    assert names[0] == "torch.optim.AdamW (foreach)" and "muonlab.Muon orthogonalizer=auto" in names
+    assert len(out) == 4 + len(names) + len(res["errors"])
+    for name, r in res["rows"].items():
+        assert r["ms"] > 0 and r["state_mb"] > 0
+        assert r["vs_adamw"] == pytest.approx(r["ms"] / res["rows"]["torch.optim.AdamW (foreach)"]["ms"])
+        assert r["vs_stock_muon"] is None  # the bf16 stock baseline was filtered out
+        orthogonalizes = name.startswith("muonlab.Muon") or name.startswith("muonlab.NAMO") or "NS" in name
+        assert (r["ns_share"] is not None) == orthogonalizes
+        if orthogonalizes:
+            assert 0 < r["ns_share"] <= 1 and r["ns_gflops"] > 0 and r["ns_vs_gemm"] > 0
+    best = res["rows"]["torch.optim.Muon + AdamW, fp32 NS"]
+    assert best["vs_best_stock"] == pytest.approx(1.0)
+    assert res["machine"]["cpu_capability"] and res["machine"]["ns_dtype_auto"] in ("float32", "bfloat16")
+    assert res["rows"]["muonlab.AdamW"]["state_mb"] == pytest.approx(res["rows"]["torch.optim.AdamW (foreach)"]["state_mb"])
+
+
+def test_ns_timer_counts_flops_and_restores():
+    """NSTimer counts k x K NS FLOPs per call and puts muonlab.orth.resolve back afterwards."""
+    import muonlab.orth as orth
+
+    before = orth.resolve
+    with perf.NSTimer("cpu") as nt:
+        orth.resolve("jordan")(torch.randn(3, 8, 20), 5, None)
+    assert orth.resolve is before
+    assert nt.flops == 3 * orth.auto.ns_flops(8, 20, 5) and nt.ms > 0
