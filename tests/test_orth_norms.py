@@ -1,0 +1,68 @@
+"""Overflow-safe norms (muonlab.orth.norms): plain values in range, true values at 1e+-30, edge cases."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from muonlab.orth import norms_bench
+from muonlab.orth.norms import max_abs, pow2_scale, safe_norm
+
+DIMS = [(-2, -1), -2, -1]
+
+
+@pytest.mark.parametrize("dim", DIMS)
+def test_in_range_equals_the_plain_sum_of_squares_bitwise(dim):
+    """A power-of-two scale is exact: in range, safe_norm is bitwise sqrt(sum x^2) and within 2 ulps of vector_norm."""
+    X = torch.randn(3, 7, 5, generator=torch.Generator().manual_seed(0))
+    got = safe_norm(X, dim)
+    assert torch.equal(got, X.square().sum(dim).sqrt())
+    torch.testing.assert_close(got, torch.linalg.vector_norm(X, dim=dim), rtol=2.5e-7, atol=0)
+
+
+@pytest.mark.parametrize("scale", [1e30, -1e30, 1e-30, 3e36, 1e-40])
+@pytest.mark.parametrize("dim", DIMS)
+def test_extreme_scales_give_the_fp64_norm(dim, scale):
+    """fp32 entries of 1e30 (squares overflow) or 1e-30 / subnormal 1e-40 (squares underflow): the fp64 value."""
+    X = (torch.randn(3, 7, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * scale).float()
+    want = torch.linalg.vector_norm(X.double(), dim=dim)
+    rtol = 1e-6 if abs(scale) > 1e-38 else 1e-2  # subnormal inputs carry few significant bits themselves
+    torch.testing.assert_close(safe_norm(X, dim).double(), want, rtol=rtol, atol=0)
+
+
+def test_plain_norms_fail_where_safe_norm_does_not():
+    """The failure being fixed: fp32 vector_norm is inf at 1e30 and 0 at 1e-30."""
+    X = torch.full((4, 4), 1e30)
+    assert torch.isinf(torch.linalg.vector_norm(X)) and safe_norm(X, (-2, -1)).item() == pytest.approx(4e30, rel=1e-6)
+    Y = torch.full((4, 4), 1e-30)
+    assert torch.linalg.vector_norm(Y).item() == 0.0 and safe_norm(Y, (-2, -1)).item() == pytest.approx(4e-30, rel=1e-6)
+
+
+def test_edge_cases():
+    """Zeros stay 0, inf gives inf, NaN gives NaN, beyond fp32's max gives inf, empty shards reduce to 0."""
+    assert torch.equal(safe_norm(torch.zeros(2, 3, 3), (-2, -1)), torch.zeros(2))
+    assert safe_norm(torch.tensor([[math.inf, 1.0]]), -1).item() == math.inf
+    assert math.isnan(safe_norm(torch.tensor([[math.nan, 1.0]]), -1).item())
+    assert safe_norm(torch.tensor([[3e38, 3e38]]), -1).item() == math.inf  # the true norm 4.2e38 is not fp32
+    assert torch.equal(safe_norm(torch.empty(2, 3, 0), (-2, -1)), torch.zeros(2))
+    assert safe_norm(torch.randn(3, 4), (-2, -1), keepdim=True).shape == (1, 1)
+
+
+def test_pow2_scale_and_max_abs():
+    """2^-e with max in [0.5, 1), capped for subnormals, 1 for 0 / inf; max_abs == abs().amax() with NaN kept."""
+    a = torch.tensor([0.75, 1.0, 3e38, 1e-45, 0.0, math.inf])
+    s = pow2_scale(a)
+    assert torch.equal(s[:2], torch.tensor([1.0, 0.5])) and s[4] == 1 and s[5] == 1
+    assert 0.5 <= (a[2] * s[2]).item() < 1 and torch.isfinite(s[3]) and s[3] == 2.0**126
+    X = torch.randn(4, 5, 6)
+    for d in DIMS:
+        assert torch.equal(max_abs(X, d), X.abs().amax(d))
+    assert math.isnan(max_abs(torch.tensor([1.0, math.nan, -2.0]), 0).item())
+
+
+def test_norms_bench_runs():
+    """python -m muonlab.orth.norms_bench: every case timed (structure only, no timing assertions)."""
+    rows = norms_bench.run(k=2, m=8, n=4, repeats=1)
+    assert len(rows) == 8 and all(ms >= 0 for _, ms in rows)
