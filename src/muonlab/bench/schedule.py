@@ -11,8 +11,8 @@ first step is never taken at lr 0.
 
 References:
     Loshchilov & Hutter, "SGDR: Stochastic Gradient Descent with Warm Restarts", arXiv 1608.03983
-    (cosine annealing). NAMO official code ``get_lr_ratio`` (warmup then constant / linear decay to
-    ``min_lr_ratio``), see ``specs/namo_adago.md`` §5.1.
+    (cosine annealing). NAMO (arXiv 2602.17080), official GPT-2 code ``get_lr_ratio``: linear warmup,
+    then constant or a linear decay to ``min_lr_ratio = 0.1``, multiplying every param group's lr.
 """
 
 from __future__ import annotations
