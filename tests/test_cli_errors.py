@@ -119,6 +119,21 @@ def test_bench_unavailable_device(capsys, tiny, device):
     assert f"device: {device!r} is not available on this machine" in line and torch.__version__ in line
 
 
+def test_device_index_checked_against_visible_devices(capsys, tiny, monkeypatch):
+    """With CUDA present (faked: one device), `cuda:3` names the device count; `cuda:0` and `auto` pass."""
+    from muonlab.bench.overrides import ConfigError
+    from muonlab.bench.validate import check_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    line = error_line(capsys, [*tiny, "--set", "device=cuda:3"])
+    assert line.endswith("device: 'cuda:3': no such device (1 cuda device(s) visible)")
+    for ok in ("cuda", "cuda:0", "auto", "cpu"):
+        check_device(ok)
+    with pytest.raises(ConfigError, match="unknown device 'tpu'"):
+        check_device("tpu")
+
+
 def test_bench_other_bad_input(capsys, tiny, tmp_path):
     """--optimizers with a typo, --nproc garbage, an unknown config name, an --out that is a file, a bad flag."""
     assert "--optimizers names 'muom', which this config does not define; did you mean 'muon'?" in error_line(
