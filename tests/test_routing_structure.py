@@ -215,6 +215,36 @@ def test_roles_override_settles_unsure_parameters():
         muonlab.param_groups(model, roles={"0.bias": "hidden"})
 
 
+def test_module_declared_roles():
+    """A custom layer's ``muonlab_roles = {local name: role}`` decides its raw parameters; roles= still wins."""
+
+    class Declared(nn.Module):
+        muonlab_roles = {"weight": "hidden"}
+
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(16, 16))
+
+    model = nn.Sequential(nn.Linear(8, 16), Declared(), nn.Linear(16, 3))
+    groups, warned = _routing_warnings(lambda: muonlab.param_groups(model, strict=True))
+    assert not warned and _roles(groups)["1.weight"] == "hidden"
+    assert _roles(muonlab.param_groups(model, roles={"1.weight": "embedding"}))["1.weight"] == "embedding"
+    Declared.muonlab_roles = {"weight": "orthogonal"}
+    with pytest.raises(ValueError, match="roles"):
+        muonlab.param_groups(model)
+    Declared.muonlab_roles = {"missing": "hidden"}
+    with pytest.raises(ValueError, match="no parameter named '1.missing'"):
+        muonlab.param_groups(model)
+
+
+def test_bench_quadratic_task_orthogonalizes_its_matrix():
+    """The bench quadratic task's bare matrix is a hidden weight (Muon-family runs must not silently be AdamW runs)."""
+    from muonlab.bench.tasks.quadratic import QuadraticModel
+
+    groups = muonlab.param_groups(QuadraticModel(8, 6), strict=True)
+    assert [g["algorithm"] for g in groups] == ["orthogonal"]
+
+
 @pytest.mark.parametrize("factory", [
     lambda: MLP(8, 16, 3),
     lambda: MLP(8, 16, 3, d_out=10),

@@ -246,10 +246,27 @@ def route(
     return [_flag_vocab(r, vocab_warning) for r in routes]
 
 
+def _declared(model: nn.Module) -> dict[str, str]:
+    """``{full parameter name: role}`` from modules that declare ``muonlab_roles = {local name: role}``.
+
+    The hook for custom layers whose raw parameters the structural rules cannot place (a bare
+    ``nn.Parameter`` matrix that *is* a hidden weight); an explicit ``roles=`` entry wins over it.
+    """
+    out: dict[str, str] = {}
+    for prefix, module in model.named_modules():
+        declared = getattr(module, "muonlab_roles", None)
+        if not declared:
+            continue
+        if not isinstance(declared, Mapping):
+            raise ValueError(f"{type(module).__name__}.muonlab_roles must map parameter names to roles, got {declared!r}")
+        out.update({f"{prefix}.{name}" if prefix else name: role for name, role in declared.items()})
+    return out
+
+
 def _forced(model: nn.Module, roles: Mapping[str, str]) -> dict[int, str]:
     by_name = dict(model.named_parameters(remove_duplicate=False))
     out: dict[int, str] = {}
-    for name, role in roles.items():
+    for name, role in {**_declared(model), **roles}.items():
         if role not in ROLES:
             raise ValueError(f"roles[{name!r}]={role!r}: expected one of {tuple(ROLES)}")
         if name not in by_name:

@@ -25,7 +25,13 @@ from ._common import check_finite, check_positive_int
 
 
 class QuadraticModel(nn.Module):
-    """Holds the matrix parameter ``weight`` (routed like any hidden matrix)."""
+    """Holds the matrix parameter ``weight``, declared a hidden matrix (orthogonalized).
+
+    A bare ``nn.Parameter`` matrix is routed to AdamW by default (it looks like a positional table);
+    ``muonlab_roles`` tells ``muonlab.param_groups`` what it is.
+    """
+
+    muonlab_roles = {"weight": "hidden"}
 
     def __init__(self, d1: int, d2: int) -> None:
         super().__init__()
