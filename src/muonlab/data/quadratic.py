@@ -25,7 +25,7 @@ Flattening convention: ``hessian()`` acts on ``W.reshape(-1)`` (row-major), wher
 
 References:
     Wang, Zhang, Li, Bergemann, Yang. "Why Muon Outperforms Adam: A Curvature Perspective",
-    arXiv:2606.04662, §5 (Assumptions 5.1–5.4, Theorem 5.5); shared/specs/curvature.md §4.
+    arXiv:2606.04662, §5 (Assumptions 5.1–5.4, Theorem 5.5).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class StructuredQuadratic:
         G: ``(d1, d2)`` gradient at ``W = 0`` is ``-G``.
 
     References:
-        arXiv:2606.04662 §5; shared/specs/curvature.md §4.1–4.2.
+        arXiv:2606.04662 §5 (set-up) and Figure 7 (the experiment this reproduces).
     """
 
     def __init__(

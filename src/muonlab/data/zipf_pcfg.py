@@ -15,8 +15,9 @@ order. A million tokens take well under a second on a CPU.
 References:
     Wang, Zhang, Li, Bergemann, Yang. "Why Muon Outperforms Adam: A Curvature Perspective",
     arXiv:2606.04662 (Zipf-PCFG data with exponent s in {0, 0.5, 1}). The grammar below is our
-    reconstruction (shared/specs/curvature.md §3, tagged [R]); the paper's appendix grammar was not
-    available. Defaults follow the spec's leads (20 classes, 4412 tokens).
+    reconstruction: the paper's appendix grammar was not available. It keeps the paper's control
+    variable (a Zipf exponent on the emissions; s = 0 balanced, s = 1 the most imbalanced setting
+    studied), and its defaults (20 classes, 4412 tokens) follow secondary summaries of the paper.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import torch
 
 __all__ = ["ZipfPCFGConfig", "ZipfPCFG", "zipf_pcfg_splits", "rank_frequency_slope", "imbalance_stats", "derive_seed"]
 
-N_SPECIAL = 2  # BOS and EOS; the spec's optional SEP is redundant with an EOS/BOS pair
+N_SPECIAL = 2  # BOS and EOS; a separate SEP token would be redundant with an EOS/BOS pair
 
 
 def derive_seed(seed: int, tag: str) -> int:
@@ -41,7 +42,7 @@ def derive_seed(seed: int, tag: str) -> int:
 
 @dataclass(frozen=True)
 class ZipfPCFGConfig:
-    """Grammar and imbalance settings (spec §3, ``ZipfPCFGConfig``).
+    """Grammar and imbalance settings of our Zipf-PCFG reconstruction.
 
     Attributes:
         n_nonterminals: nonterminal symbols; symbol 0 is the start symbol.
@@ -53,7 +54,7 @@ class ZipfPCFGConfig:
             fallback preterminal (termination).
         exponent: Zipf exponent ``s`` of the within-lexicon emissions.
         rule_exponent: optional structural imbalance: rule ``r`` of each left-hand side is
-            reweighted by ``(r+1)^-rule_exponent``; 0 (off) by default as the spec suggests.
+            reweighted by ``(r+1)^-rule_exponent``; 0 (off) by default: the paper's knob is the emission exponent.
         seed: grammar seed (rules, rule probabilities, lexicon partition and rank order).
     """
 
@@ -92,7 +93,7 @@ class ZipfPCFG:
         lexicons: list of LongTensors, one per preterminal, token ids in rank order (rank 1 first).
 
     References:
-        arXiv:2606.04662 (Zipf-PCFG); construction: shared/specs/curvature.md §3 [R].
+        arXiv:2606.04662 (Zipf-PCFG); the grammar's construction is ours (see the module docstring).
     """
 
     def __init__(self, config: ZipfPCFGConfig | None = None, **overrides: float) -> None:
@@ -236,7 +237,7 @@ def rank_frequency_slope(tokens: torch.Tensor, lo: int = 1, hi: int | None = Non
 
 
 def imbalance_stats(tokens: torch.Tensor, top: float = 0.01) -> dict[str, float]:
-    """Spec §3 sanity checks: global rank-frequency slope and the mass of the top ``top`` of ids."""
+    """Imbalance sanity checks: global rank-frequency slope and the mass of the top ``top`` of ids."""
     counts = torch.bincount(tokens.flatten()).double().sort(descending=True).values
     k = max(1, round(top * counts.numel()))
     return {"slope": rank_frequency_slope(tokens), f"top{top:g}_mass": float(counts[:k].sum() / counts.sum())}
@@ -261,7 +262,7 @@ def zipf_pcfg_splits(
         vocab_size: total ids including BOS/EOS.
         seed: grammar seed; the train and val sample seeds are derived from it and differ.
         val_exponent: exponent of the validation stream; ``None`` = ``exponent``. The curvature
-            study validates at ``s = 0`` (spec §3, "Splits").
+            study validates at ``s = 0`` (the balanced reference).
         **config: other ``ZipfPCFGConfig`` fields.
 
     Returns:

@@ -2,7 +2,7 @@
 
 Every diagnostic works on the *trainable* parameters of a model, in the order of
 ``model.named_parameters()`` (which already deduplicates tied tensors by identity, so a tied
-embedding / head is counted once — curvature spec §6.6 pitfall 8). Vectors given by the user are
+embedding / head is counted once, or ‖u‖² and uᵀHu would count it twice). Vectors given by the user are
 either lists aligned with that order or dicts keyed by parameter name; internally everything is a
 ``dict[name, Tensor]`` of detached tensors, and the loss is evaluated *functionally*
 (``torch.func.functional_call``) so the model's own parameters and ``.grad`` are never touched.
@@ -34,7 +34,7 @@ def trainable(model: nn.Module) -> dict[str, nn.Parameter]:
 def compute_dtype(model: nn.Module, dtype: torch.dtype | None) -> torch.dtype:
     """The dtype diagnostics run in: ``dtype`` if given, else the widest of fp32 and the params'.
 
-    Why: curvature terms are small differences of large numbers (spec §6.6 pitfall 3); bf16/fp16
+    Why: curvature terms are small differences of large numbers (cancellation); bf16/fp16
     parameters are upcast to fp32 for the probe.
     """
     if dtype is not None:
@@ -99,7 +99,7 @@ def like(v: Vector, out: TensorDict) -> Union[list[torch.Tensor], TensorDict]:
 
 
 def dot(a: TensorDict, b: TensorDict, names: Sequence[str] | None = None) -> float:
-    """Frobenius inner product summed over tensors, accumulated in fp64 (spec §6.6 pitfall 3)."""
+    """Frobenius inner product summed over tensors, accumulated in fp64 (cancellation)."""
     keys = a.keys() if names is None else names
     total = torch.zeros((), dtype=torch.float64)
     for n in keys:

@@ -13,8 +13,7 @@ For a fixed batch ``D``, parameters ``θ`` and an update ``u`` applied as ``θ_n
 
 References:
     Wang et al., "Why Muon Outperforms Adam: A Curvature Perspective", arXiv 2606.04662 (2026),
-    §3 (Taylor split, NDS) and §4 (within-/cross-layer decomposition); muonlab spec
-    ``specs/curvature.md`` §1.2, §1.3, §1.7.
+    §3 (Taylor split, NDS) and §4 (within-/cross-layer decomposition).
 """
 
 from __future__ import annotations
@@ -70,8 +69,8 @@ def taylor_decomposition(
     Sign convention: ``predicted`` and ``realized`` are loss *changes* (negative when the loss
     goes down); the paper's *decreases* are reported as ``predicted_decrease = gᵀu − ½uᵀHu`` and
     ``realized_decrease = L(θ) − L(θ − u)``. Gradient, Hessian and realized change all use the
-    same ``batch`` (spec §6.6 pitfall 4). The model is evaluated functionally at ``θ − u``; its
-    parameters are never written.
+    same ``batch``, so the Taylor residual measures the quadratic model, not batch noise. The
+    model is evaluated functionally at ``θ − u``; its parameters are never written.
 
     Cost: one HVP pass (which also yields ``g`` and ``L(θ)``) plus one forward pass.
 
@@ -119,7 +118,7 @@ def self_check(
     model: nn.Module, loss_fn: LossFn, batch: Any, *, eps: float | None = None, seed: int = 0,
     dtype: torch.dtype | None = None,
 ) -> dict[str, float]:
-    """Sanity checks of the HVP on your model (spec §6.6 pitfalls 1 and 3).
+    """Sanity checks of the HVP on your model (symmetry; agreement with a finite difference, in fp64).
 
     The HVP is computed as the other diagnostics compute it (in ``dtype``). The finite difference
     it is compared with is evaluated in fp64 whenever the model runs in fp64 (parameters, floating
@@ -194,8 +193,9 @@ def groups_by_block(model: nn.Module) -> dict[str, list[str]]:
     The label is the name up to and including its first integer component
     (``"blocks.3.attn.qkv.weight" -> "blocks.3"``), else its first component
     (``"tok_emb.weight" -> "tok_emb"``, ``"lm_head.weight" -> "lm_head"``). For a GPT this gives
-    {embedding}, one group per transformer block, {final norm}, {head} — the partition the spec
-    recommends (§1.7); tied tensors appear once, under their first name.
+    {embedding}, one group per transformer block, {final norm}, {head} — our reading of the paper's
+    layer blocks (§4; its exact partition was not available); tied tensors appear once, under
+    their first name.
     """
     groups: dict[str, list[str]] = {}
     for name in trainable(model):

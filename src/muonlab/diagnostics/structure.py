@@ -14,7 +14,7 @@ layout, ``H ≈ Σ_k A_k ⊗ B_k`` (the paper's ``Σ_k B_kᵀ ⊗ A_k`` in colum
   uses every ``u_i`` and ``v_j`` at most once; ``ζ(i) = Σ_{l≤i} ⟨G, M_l⟩² / ‖G‖_F²``.
 
 These definitions of ξ, η_sd and the pairing are ours where the paper's normalization is unknown
-(spec §1.8, tagged [R]).
+(its appendix was not available to us).
 
 References:
     Van Loan & Pitsianis, "Approximation with Kronecker Products", 1993.
@@ -105,7 +105,7 @@ def joint_diagonalize(
 
     Returns:
         ``Q`` (columns = joint eigenvectors) and ``{"eta_sd", "eta_sd_normalized", "sweeps"}``:
-        ``eta_sd = Σ_k ‖diag(QᵀA_kQ)‖² / Σ_k ‖A_k‖_F²`` (spec §1.8(b)) and the mean of the per-matrix
+        ``eta_sd = Σ_k ‖diag(QᵀA_kQ)‖² / Σ_k ‖A_k‖_F²`` (our normalization) and the mean of the per-matrix
         fractions (invariant to rescaling each ``A_k`` separately). Both are 1 for commuting ``A_k``.
     """
     if not mats:

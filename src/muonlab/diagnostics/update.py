@@ -3,7 +3,7 @@
 ``optimizer_update`` dry-runs ``optimizer.step()``: it snapshots the parameters, the gradients,
 every per-parameter state tensor, the group hyperparameters and the RNG, takes the step, reads
 ``u = θ_before − θ_after`` (so the step is ``θ − u``, learning rate, weight decay, Newton–Schulz
-error and the AdamW-routed parameters included: spec §6.6 pitfall 7), and restores everything
+error and the AdamW-routed parameters included, not the raw gradient), and restores everything
 bitwise — tensors in place, so the objects the optimizer holds keep their identity. A later real
 ``step()`` therefore applies exactly ``u``. Works for any ``torch.optim.Optimizer``.
 

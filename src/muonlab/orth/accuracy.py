@@ -11,7 +11,7 @@ Prints two Markdown tables:
     fp32 and bf16 (fp32 input, bf16 compute with fp32 normalisation).
 
 References:
-    Spec ``optimizers.md`` §7.9 (the published-by-us numbers this script re-measures).
+    docs/orthogonalizers.md (the tables this script regenerates).
     Amsel et al., "The Polar Express", arXiv 2505.16932, Fig. 2 (same kind of plot).
 """
 
@@ -36,7 +36,7 @@ def scalar_band(schedule: str, steps: int, lo: float, points: int = 4001) -> tup
     """Min/max of the composed schedule polynomials over a log grid on ``[lo, 1]`` (fp64).
 
     The grid is the *normalised* singular values, so the prescale is not applied here
-    (as in spec §7.9(a)).
+    (the scalar worst case: exact for any matrix, the map acts per singular value).
     """
     x = torch.logspace(torch.log10(torch.tensor(lo)).item(), 0.0, points, dtype=F64)
     triples = SCHEDULES[schedule]

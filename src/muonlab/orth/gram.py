@@ -10,7 +10,7 @@ commute and the result equals ``newton_schulz`` in exact arithmetic. Restarts
 References:
     Zhang, Amsel, Chen, Dao, "Gram Newton-Schulz" (2026), blog
         dao-ailab.github.io/blog/2026/gram-newton-schulz;
-        https://github.com/Dao-AILab/gram-newton-schulz (HEAD f08f25e). Spec §7.6.
+        https://github.com/Dao-AILab/gram-newton-schulz (HEAD f08f25e).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def gram_newton_schulz(
     prescale: float | None = None,
     eps: float = 1e-7,
 ) -> Tensor:
-    """Odd-polynomial polar approximation iterated on the Gram matrix (spec §7.6).
+    """Odd-polynomial polar approximation iterated on the Gram matrix (Zhang, Amsel, Chen, Dao 2026).
 
     Algorithm (per matrix, wide ``k x K`` after an optional transpose)::
 

@@ -7,7 +7,7 @@ interval: ``l_{t+1} = p_t(l_t)``, ``u_{t+1} = 2 - l_{t+1}`` (the minimax error i
 attained with equal size at both ends). The composition is worst-case optimal
 among compositions of odd quintics chosen greedily (arXiv 2505.16932, Thm 3.1).
 
-Two practical tweaks (spec §7.4):
+Two practical tweaks (arXiv 2505.16932, §4; NoahAmsel/PolarExpress ``optimal_composition``):
 
 * cushion: the quintic is fitted on ``[max(l, cushion*u), u]`` instead of
   ``[l, u]`` (early steps with tiny l would otherwise produce huge coefficients),
@@ -43,8 +43,8 @@ __all__ = [
     "polar_express_coefficients",
 ]
 
-# Cushion that reproduces the published raw paper list. The spec (§7.4) estimates "~0.024,
-# probably 0.02407"; we solved for the cushion at which this generator's first coefficient
+# Cushion that reproduces the published raw paper list (about 0.024; the PolarExpress repository's
+# default call uses 0.02, which gives the Dion list instead); we solved for the cushion at which this generator's first coefficient
 # equals the published 8.28721201814563 (bisection on [0.02, 0.03], re-done in
 # tests/test_orth_polar_express.py). With it, entries 1-6 match to ~1e-15 relative, entry 7
 # to ~1e-11 and entry 8 to ~5e-9 (the published entry 8 is exactly (15/8, -10/8, 3/8)).
@@ -78,7 +78,7 @@ def optimal_quintic(lo: float, hi: float, *, tol: float = 1e-15, max_iter: int =
         ``(a, b, c)`` as Python floats.
 
     References:
-        arXiv 2505.16932, Algorithm 2 and §4; spec §7.4.
+        arXiv 2505.16932, Algorithm 2 and §4; https://github.com/NoahAmsel/PolarExpress.
     """
     if not (0 < lo <= hi):
         raise ValueError(f"need 0 < lo <= hi, got lo={lo!r}, hi={hi!r}")
@@ -109,7 +109,7 @@ def polar_express_coefficients(
 ) -> list[Triple]:
     """Generate a Polar Express schedule of ``steps`` odd quintics.
 
-    Algorithm (spec §7.4)::
+    Algorithm (arXiv 2505.16932, §4)::
 
         l <- l0, u <- 1
         for t = 1..T:

@@ -4,7 +4,7 @@ For ``X = U S V^T``, one step ``X <- a X + (b A + c A^2) X`` with ``A = X X^T`` 
 ``X`` to ``U p(S) V^T`` with ``p(s) = a s + b s^3 + c s^5``: singular vectors are
 kept and every singular value goes through the same scalar polynomial. Composing
 well-chosen polynomials drives all singular values towards 1, i.e. ``X`` towards
-``msign(X) = U V^T``, using matmuls only (spec §7.1).
+``msign(X) = U V^T``, using matmuls only (Higham, *Functions of Matrices*, ch. 8; KellerJordan/Muon).
 
 References:
     Keller Jordan, "Muon: An optimizer for hidden layers in neural networks" (2024),
@@ -107,7 +107,7 @@ def newton_schulz(
 ) -> Tensor:
     """Approximate the polar factor ``U V^T`` of every matrix in ``X`` by an odd quintic iteration.
 
-    Algorithm (per matrix, spec §7.1)::
+    Algorithm (per matrix)::
 
         X <- X^T if m > n                      # iterate on the small Gram side
         X <- X / (s ||X||_F + eps)             # fp32 (fp64 for fp64 input), then cast to dtype

@@ -5,7 +5,6 @@ wrap the kernels with their schedule fixed, and user callables that take only ``
 are wrapped to ignore ``steps`` and ``dtype``.
 
 References:
-    Spec ``optimizers.md`` §7 and §9 (pluggable ``orthogonalize`` stage).
 """
 
 from __future__ import annotations

@@ -22,10 +22,10 @@ from __future__ import annotations
 Triple = tuple[float, float, float]
 
 # Jordan quintic (KellerJordan/Muon muon.py; also Moonlight, torch.optim.Muon).
-# Chosen to maximise p'(0); converges to a band ~[0.68, 1.13], not to 1 (spec §7.2).
+# Chosen to maximise p'(0); converges to a band ~[0.68, 1.13], not to 1 (KellerJordan/Muon).
 JORDAN: tuple[Triple, ...] = ((3.4445, -4.7750, 2.0315),)
 
-# Jiacheng You's 5-step schedule (spec §7.3; Dion's Muon default, Gram-NS YOU_COEFFICIENTS).
+# Jiacheng You's 5-step schedule (X post by Jiacheng You; Dion's Muon default, Gram-NS YOU_COEFFICIENTS).
 YOU: tuple[Triple, ...] = (
     (4.0848, -6.8946, 2.9270),
     (3.9505, -6.3029, 2.6377),
@@ -39,7 +39,7 @@ YOU: tuple[Triple, ...] = (
 CUBIC: tuple[Triple, ...] = ((1.5, -0.5, 0.0),)
 
 # Polar Express paper list, RAW (no safety), l0 = 1e-3, 8 entries
-# (arXiv 2505.16932; NoahAmsel/PolarExpress polar_express/basic.py; spec §7.4).
+# (arXiv 2505.16932; NoahAmsel/PolarExpress polar_express/basic.py).
 POLAR_EXPRESS_RAW: tuple[Triple, ...] = (
     (8.28721201814563, -23.595886519098837, 17.300387312530933),
     (4.107059111542203, -2.9478499167379106, 0.5448431082926601),
@@ -76,11 +76,11 @@ def apply_safety(coeffs: tuple[Triple, ...], safety: float, last: bool = False) 
     return tuple(out)
 
 
-# Paper usage: entries 1-7 divided by (1.01, 1.01^3, 1.01^5), entry 8 kept (spec §7.4).
+# Paper usage: entries 1-7 divided by (1.01, 1.01^3, 1.01^5), entry 8 kept (arXiv 2505.16932; NoahAmsel/PolarExpress).
 POLAR_EXPRESS: tuple[Triple, ...] = apply_safety(POLAR_EXPRESS_RAW, 1.01)
 
 # Dion / modded-nanogpt 5-step list, safety 1.02 already baked into entries 1-4
-# (microsoft/dion dion/polar_express.py; spec §7.4). Input normalised by 1.02*||X||_F + eps.
+# (microsoft/dion dion/polar_express.py). Input normalised by 1.02*||X||_F + eps.
 POLAR_EXPRESS_DION: tuple[Triple, ...] = (
     (8.156554524902461, -22.48329292557795, 15.878769915207462),
     (4.042929935166739, -2.808917465908714, 0.5000178451051316),
@@ -97,7 +97,7 @@ SCHEDULES: dict[str, tuple[Triple, ...]] = {
     "cubic": CUBIC,
 }
 
-# Safety factor s in X / (s*||X||_F + eps) that each schedule was designed with (spec §9 item 4).
+# Safety factor s in X / (s*||X||_F + eps) that each schedule was designed with (KellerJordan/Muon: 1; Polar Express paper list: 1.01; microsoft/dion: 1.02).
 DEFAULT_PRESCALE: dict[str, float] = {
     "jordan": 1.0,
     "you": 1.0,

@@ -2,7 +2,7 @@
 
 References:
     Higham, "Functions of Matrices: Theory and Computation", SIAM 2008, ch. 8 (polar decomposition).
-    Spec §7.8: compare polynomial methods against ``U diag(1[sigma > tol]) V^T``.
+    The reference the tests compare polynomial methods against: ``U diag(1[sigma > tol]) V^T``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def svd_polar(X: Tensor, *, rtol: float | None = None) -> Tensor:
         for fp64 input (``torch.linalg.svd`` does not support half precisions).
 
     References:
-        Spec §7.8; Golub & Van Loan, "Matrix Computations", 4th ed., §9.4.3.
+        Golub & Van Loan, "Matrix Computations", 4th ed., §9.4.3.
     """
     check_matrix(X)
     if rtol is not None and rtol < 0:

@@ -18,7 +18,7 @@ Every step-dependent decision (first-step ``E_ref``, the every-``P`` refresh, wa
 References:
     Cheng, Zang, Li, Ma, Cui, Zhang, Chen, Jian, Tong, "TrasMuon: Trust-Region Adaptive Scaling for
     Orthogonalized Momentum Optimizers", arXiv 2602.13498; authors' code ``trasmuon-pytorch`` 0.1.0 (TrasMuon v2.1),
-    https://github.com/zangjiucheng/TrasMuon. Spec: secondary_optimizers.md §1.
+    https://github.com/zangjiucheng/TrasMuon (PyPI trasmuon-pytorch 0.1.0, v2.1).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Comparing two optimizers at matched validation loss, and trajectory-averaged NDS.
 
 The paper's x-axis is validation loss, not step, which controls for "Muon is simply further
-along". The exact pairing rule is unknown (spec §1.5, [R]); we implement the spec's recommendation:
+along". The paper's exact pairing rule was not available; we implement our own choice:
 smooth each run's validation loss with a running minimum, take the loss interval both runs cover,
 lay a grid uniform in log-loss over it, interpolate every metric onto the grid as a function of
 validation loss, and report the mean and median of the ratio ``metric_a / metric_b`` over the grid,
@@ -85,6 +85,6 @@ def match_by_val_loss(rows_a: Rows, rows_b: Rows, metrics: Sequence[str], *, gri
 
 
 def trajectory_average(rows: Rows, key: str = "curv/nds", *, skip_first: int = 0) -> float:
-    """Mean of ``key`` over the logged checkpoints (spec §1.6), optionally skipping the first few."""
+    """Mean of ``key`` over the logged checkpoints (the paper's trajectory-averaged NDS), optionally skipping the first few."""
     vals = [r[key] for r in rows if key in r and math.isfinite(r[key])][skip_first:]
     return float(np.mean(vals)) if vals else math.nan

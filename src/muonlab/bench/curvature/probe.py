@@ -3,7 +3,7 @@
 Every ``every`` steps (after ``backward``, before ``optimizer.step()``) :class:`CurvatureProbe`
 dry-runs the step to read the update ``u`` (so the step is ``θ − u``, learning rate, weight decay
 and the AdamW-routed parameters included), then on a *fixed* probe batch — the same for every
-optimizer and checkpoint, so trends are comparable (spec §6.6 pitfall 4, option (b)) — records the
+optimizer and checkpoint, so trends are comparable (a per-step training batch would add batch noise) — records the
 Taylor split, NDS, the within-/cross-layer split over layer blocks and update statistics. With
 ``current_batch=True`` it also records the Taylor split on the training batch that produced ``u``
 (option (a), the one-step view) under ``curv_cur/…``.

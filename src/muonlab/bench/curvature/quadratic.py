@@ -15,7 +15,7 @@ is below GD's for every horizon; if ``ρ + 1 > 1/α > 1 + σ_H/σ_L`` Muon's los
 
 References:
     Wang et al., "Why Muon Outperforms Adam: A Curvature Perspective", arXiv 2606.04662 (2026), §5,
-    Theorem 5.5, Figure 7; muonlab spec ``specs/curvature.md`` §4.
+    Theorem 5.5, Figure 7 (its exact parameters were not available; the grid here is ours).
 """
 
 from __future__ import annotations

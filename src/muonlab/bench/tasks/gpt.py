@@ -2,7 +2,7 @@
 
 Defaults are sized for CPUs: 2 layers x 128 wide, 4 heads, context 64, batch 16, Zipf-PCFG vocab
 1024. Measured on 2 pinned cores of an x86 server (torch 2.11): ~25 ms per step (300 steps in
-under 10 s), ~20 ms on byte-level text; the spec's 4412-token vocabulary costs ~2-4x (lm_head);
+under 10 s), ~20 ms on byte-level text; the paper's 4412-token Zipf-PCFG vocabulary costs ~2-4x (lm_head);
 a busy laptop is several times slower.
 
 ``data="zipf-pcfg"`` (default) is generated in memory from ``data_seed``; ``data="text"`` reads a
@@ -78,7 +78,7 @@ class GPTTask:
     # lr 1e-3 at ~210; lr 3e-4 misses it. text (Python 3.12 stdlib): lr 1e-3 ends at 2.18 and
     # crosses 2.25 at ~210 steps; 3e-3 ends at 2.36. tokens: placeholder, not measured here.
     DEFAULT_TARGETS: ClassVar[dict[str, float]] = {"zipf-pcfg": 4.95, "text": 2.25, "tokens": 4.0}
-    DEFAULT_ZIPF_VOCAB: ClassVar[int] = 1024  # the spec's 4412 costs ~2x per step on CPU (lm_head)
+    DEFAULT_ZIPF_VOCAB: ClassVar[int] = 1024  # the paper's 4412 costs ~2x per step on CPU (lm_head)
 
     def __post_init__(self) -> None:
         check_choice("data", self.data, DATA_SOURCES)

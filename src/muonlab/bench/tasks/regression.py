@@ -1,7 +1,7 @@
 """``regression``: an MLP fitting a smooth random function (the AdaGO paper's task family).
 
 The AdaGO paper evaluates on "function regression", but its exact target function, data sizes
-and architecture were not retrieved (shared/specs/namo_adago.md §5.2). Our choice, documented
+and architecture were not available (no official AdaGO code was found). Our choice, documented
 here: inputs ``x ~ U[-1, 1]^d`` and the fixed random sum of sinusoids
 
     f(x) = (1/Z) Σ_{j=1}^{K} c_j sin(ω_jᵀ x + φ_j),   ω_j ~ N(0, freq² I), φ_j ~ U[0, 2π), c_j ~ N(0, 1),
