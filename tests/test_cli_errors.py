@@ -212,6 +212,19 @@ def test_list_and_top_level(capsys):
     assert "invalid choice: 'bnech'" in error_line(capsys, ["bnech"])
 
 
+def test_missing_bench_extra(capsys, monkeypatch):
+    """Without matplotlib (a plain `pip install .`), bench and curvature say what to install, exit 1, at once."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    for command in ("bench", "curvature"):
+        assert main([command, "--quick"]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err == f"muonlab {command}: needs the optional package 'matplotlib': pip install \"muonlab[bench]\""
+    assert main(["--version"]) == 0  # the other subcommands do not need the extra
+
+
 def test_version(capsys):
     """`muonlab --version` prints the package version and exits 0."""
     assert main(["--version"]) == 0

@@ -17,7 +17,9 @@
 Every subcommand checks its whole configuration before any work. Bad input (an unknown optimizer,
 key or hyperparameter, with the nearest valid name; a value the optimizer's constructor rejects, with
 its own message; an unavailable device; an out-of-range value, naming its key; a malformed option) is
-answered with **one line on stderr** and exit status 2, never a traceback.
+answered with **one line on stderr** and exit status 2, never a traceback. ``bench`` and
+``curvature`` without the ``bench`` extra installed (numpy, matplotlib, rich) say so in one line,
+exit status 1.
 
 References:
     Python ``argparse`` subcommands, https://docs.python.org/3/library/argparse.html#sub-commands.
@@ -33,6 +35,20 @@ from pathlib import Path
 from typing import Sequence
 
 EXIT_CONFIG_ERROR = 2
+EXIT_MISSING_EXTRA = 1
+# Subcommands that need the `bench` extra (pip install "muonlab[bench]"); checked before anything runs,
+# so that a missing plotting library is not discovered after the last training run.
+EXTRAS = {"bench": ("numpy", "matplotlib", "rich"), "curvature": ("numpy", "matplotlib", "rich")}
+
+
+def missing_extra(command: str) -> str | None:
+    """The first package of the ``bench`` extra that ``command`` needs and cannot import, else ``None``."""
+    import importlib.util
+
+    for name in EXTRAS.get(command, ()):
+        if importlib.util.find_spec(name) is None:
+            return name
+    return None
 
 
 class UsageError(Exception):
@@ -238,8 +254,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from muonlab.bench.overrides import ConfigError
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(load_curvature=bool(argv) and argv[0] == "curvature")
     command = next((a for a in argv if not a.startswith("-")), "")
+    missing = missing_extra(command) if argv[:1] == [command] else None
+    if missing is not None:
+        print(f"muonlab {command}: needs the optional package {missing!r}: pip install \"muonlab[bench]\"",
+              file=sys.stderr)
+        return EXIT_MISSING_EXTRA
+    parser = build_parser(load_curvature=bool(argv) and argv[0] == "curvature")
     try:
         return _dispatch(parser, argv)
     except UsageError as exc:
