@@ -1,6 +1,6 @@
 """A nanoGPT-style character LM trained with a muonlab optimizer on text that ships with Python.
 
-    python examples/nanogpt.py                      # 300 steps, ~1-2 min on a laptop CPU
+    python examples/nanogpt.py                      # 300 steps of a 2-layer, 128-wide model
     python examples/nanogpt.py --optimizer namo --steps 1000 --width 256
     python examples/nanogpt.py --tiny               # a few steps at toy size (what the tests run)
 
@@ -130,9 +130,10 @@ def main(argv: list[str] | None = None) -> float:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        lr_factor = sched.get_last_lr()[0] / args.lr  # the multiplier this step used
         sched.step()
         if step % max(1, args.steps // 10) == 0 or step == args.steps - 1:
-            print(f"step {step:5d}  train loss {loss.item():.4f}  lr x{sched.get_last_lr()[0] / args.lr:.3f}")
+            print(f"step {step:5d}  train loss {loss.item():.4f}  lr x{lr_factor:.3f}")
     val_loss = evaluate(model, val, args)
     print(f"{args.optimizer}: val loss {val_loss:.4f} ({val_loss / math.log(2):.3f} bits/byte) "
           f"after {args.steps} steps in {time.perf_counter() - start:.1f} s")
