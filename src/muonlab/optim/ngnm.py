@@ -57,7 +57,8 @@ class NGNM(ChainOptimizer):
             ``"muon"``, Muon's).
         direction: ``"sgd"`` (default, NGN-M as published) or ``"muon"`` (the extension above).
         weight_decay: decoupled decay with ``lr`` (0, as in the paper, which has none).
-        ns_steps, orthogonalizer, ns_dtype, adjust_lr: ``"muon"`` only: as for :class:`~muonlab.Muon`.
+        ns_steps, orthogonalizer, ns_dtype, adjust_lr: ``"muon"`` only: as for :class:`~muonlab.Muon`
+            (``adjust_lr`` None: ``"spectral"`` for ``"muon"``, ``"none"`` for ``"sgd"``, where it is unused).
         batch_3d: treat 3-D parameters as batches of matrices.
         adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay: the AdamW part (3e-4, (0.9, 0.95),
             1e-10, 0, as Muon's).
@@ -87,7 +88,7 @@ class NGNM(ChainOptimizer):
         ns_steps: int = 5,
         orthogonalizer: Any = "newton_schulz",
         ns_dtype: str | torch.dtype = "auto",
-        adjust_lr: str = "spectral",
+        adjust_lr: str | None = None,
         batch_3d: bool = False,
         adamw_lr: float = 3e-4,
         adamw_betas: tuple[float, float] = (0.9, 0.95),
@@ -101,7 +102,10 @@ class NGNM(ChainOptimizer):
         defaults = dict(
             lr=d_lr if lr is None else lr, momentum=d_momentum if momentum is None else momentum,
             direction=direction, weight_decay=weight_decay, nesterov=True, ns_steps=ns_steps,
-            orthogonalizer=orthogonalizer, ns_dtype=ns_dtype, adjust_lr=adjust_lr, batch_3d=batch_3d,
+            orthogonalizer=orthogonalizer, ns_dtype=ns_dtype,
+            # the shape factor only enters direction="muon" (None: Muon's "spectral"; "none" for "sgd")
+            adjust_lr=adjust_lr if adjust_lr is not None else ("spectral" if direction == "muon" else "none"),
+            batch_3d=batch_3d,
         )
         super().__init__(
             params, defaults, adamw_defaults(adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay), process_group,
