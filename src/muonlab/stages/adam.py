@@ -58,13 +58,18 @@ def fused_applies(params: list[Tensor]) -> bool:
 
     The fused kernel keeps its state in the parameter dtype, so only fp32 parameters (and fp64 on
     CPUs, whose kernel reads fp64 step counters) qualify; bf16 / fp16 parameters keep fp32 state
-    through :func:`adam`. Gradients must have the parameter's dtype.
+    through :func:`adam`. Gradients must have the parameter's dtype; parameters must be contiguous
+    (the kernel pairs parameter, gradient and state entries by memory order).
     """
     p0 = params[0]
     if p0.device.type not in ("cpu", "cuda") or not hasattr(torch, "_fused_adamw_"):
         return False
     allowed = (torch.float32, torch.float64) if p0.device.type == "cpu" else (torch.float32,)
-    return p0.dtype in allowed and all(p.grad is None or p.grad.dtype == p.dtype for p in params)
+    return (
+        p0.dtype in allowed
+        and all(p.is_contiguous() for p in params)
+        and all(p.grad is None or p.grad.dtype == p.dtype for p in params)
+    )
 
 
 def _saturate(grads: list[Tensor], C: float) -> list[Tensor]:
@@ -118,6 +123,10 @@ def adamw_inplace(
     """
     beta1, beta2 = betas
     g = _saturate(grads, saturation(params[0].dtype))
+    # The fused kernel walks parameter and gradient memory in the same order: a gradient laid out
+    # differently (a transposed or permuted autograd result) would be read against the wrong
+    # entries -- torch.optim.AdamW(fused=True) itself returns wrong values then (torch 2.13, CPU).
+    g = [x if x.is_contiguous() else x.contiguous() for x in g]
     found_inf = None
     if gate is None:
         torch._foreach_add_(steps, 1.0)
