@@ -66,6 +66,30 @@ def fresh_dynamo():
     torch._dynamo.reset()
 
 
+def test_compiled_hyperparameter_is_a_graph_input(fresh_dynamo):
+    """Stack.hp under torch.compile (aot_eager): a new lr at every call, three stack shapes, no recompile after warm-up.
+
+    The fast check of the cause: ``torch.full((), float(lr))`` was specialized by AOTAutograd (a
+    guard on the lr's value), so an LR scheduler recompiled every hyperparameter read per step.
+    """
+    from muonlab.stages import Stack
+
+    def scaled(G, group):
+        stack = Stack(grad=G, update=G, group=group, step=None, param_states=[{}], counts=[1], squeeze=[True])
+        return stack.hp("lr") * stack.update
+
+    f = torch.compile(scaled, backend="aot_eager")
+    g = torch.Generator().manual_seed(0)
+    stacks = [torch.randn(1, 8, 6, generator=g), torch.randn(1, 4, 8, generator=g), torch.randn(1, 6, generator=g)]
+    for i in range(8):
+        group = {"lr": 0.02 / (1.0 + 0.3 * i)}
+        for G in stacks:
+            with torch._dynamo.config.patch(error_on_recompile=i >= 3):  # after warm-up a recompile raises
+                out = f(G, group)
+            assert torch.equal(out, scaled(G, group))
+
+
+@pytest.mark.slow
 def test_compiled_step_with_scheduler_does_not_recompile(fresh_dynamo):
     """torch.compile(opt.step), lr new at every step: no recompilation after 3 warm-up steps, eager's results."""
     g = torch.Generator().manual_seed(0)
