@@ -168,11 +168,24 @@ def test_todo_claim_is_skipped_with_its_reason():
     assert row.verdict == "skipped" and row.interval is None and row.notes == ["not in this version"]
 
 
-def test_orthogonal_arms_skipped_when_nothing_routes_to_them(tmp_path):
-    """On a model whose only matrix routes to AdamW, a Muon arm is skipped rather than reported as Muon."""
-    exp = _quadratic([Arm("muon", "muon", (1e-2, 3e-2, 1e-1))])
-    out = run_arms(exp, {"muon"}, {}, tmp_path, mode="tiny")
+def test_orthogonal_arms_skipped_when_nothing_routes_to_them(tmp_path, monkeypatch):
+    """When routing sends no parameter to the orthogonalized part, Muon arms are skipped, AdamW still runs."""
+    import muonlab.bench.claims.run as R
+
+    exp = _quadratic([Arm("adamw", "adamw", (1e-2, 3e-2, 1e-1)), Arm("muon", "muon", (1e-2, 3e-2, 1e-1))])
+    monkeypatch.setattr(R, "hidden_matrices", lambda cfg: 0)
+    out = run_arms(exp, {"muon", "adamw"}, {}, tmp_path, mode="tiny")
     assert "routes no parameter" in out.arms["muon"].skipped and not out.arms["muon"].heldout
+    assert out.arms["adamw"].skipped is None and out.arms["adamw"].heldout
+
+
+def test_hidden_matrices_counts_the_orthogonal_part():
+    """The MLP of the regression task has its hidden matrices routed to the orthogonalized part."""
+    from muonlab.bench.claims.run import _config, hidden_matrices
+
+    exp = _quadratic([], task={"name": "regression", "width": 8, "depth": 3, "n_train": 64, "n_val": 16})
+    cfg = _config(exp, [(Arm("muon", "muon", (0.02,)), [0.02], {})], "tiny", [0], 1)
+    assert hidden_matrices(cfg) >= 1
 
 
 def test_values_at_a_checkpoint():
