@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 import muonlab
+from tests.helpers import step
 
 
 class TinyLM(nn.Module):
@@ -108,7 +109,7 @@ def test_groups_train_with_every_optimizer():
         x = torch.randint(0, 50, (4, 6))
         loss = model.lm_head(model.mlp(model.wte(x))[..., :16]).logsumexp(-1).mean()
         loss.backward()
-        opt.step()
+        step(opt, loss.detach())
 
 
 def test_optimizer_describe_shows_effective_lr():

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import muonlab
+from tests.helpers import step
 
 
 class TinyTransformer(nn.Module):
@@ -44,6 +45,10 @@ def _lm_batch(g: torch.Generator, vocab: int = 32, B: int = 16, T: int = 17) -> 
 
 
 NAMES = sorted(muonlab.optimizers())
+#: Where a default is tuned for long runs of large models and 200 steps of a tiny one cannot show it.
+#: SF-NorMuon: lr 1e-3 is an AdamW-scale lr (update RMS 0.2 lr) and the schedule-free average lags
+#: the fast iterate, so at 200 steps it falls by 24%, not 40%; at 1e-2 it passes like the others.
+SHORT_RUN_KWARGS = {"sfnormuon": {"lr": 1e-2}}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -60,7 +65,7 @@ def test_mlp_regression_loss_goes_down(name):
         loss = F.mse_loss(model(x), torch.sin(x @ W))
         opt.zero_grad()
         loss.backward()
-        opt.step()
+        step(opt, loss.detach())  # NGNM's step size needs this batch's loss
         losses.append(loss.item())
     assert sum(losses[-20:]) / 20 < 0.5 * sum(losses[:20]) / 20
 
@@ -71,7 +76,7 @@ def test_tiny_transformer_loss_goes_down(name):
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     model = TinyTransformer()
-    opt = muonlab.optimizers()[name](muonlab.param_groups(model))
+    opt = muonlab.optimizers()[name](muonlab.param_groups(model), **SHORT_RUN_KWARGS.get(name, {}))
     losses = []
     for _ in range(200):
         seq = _lm_batch(g)
@@ -79,7 +84,7 @@ def test_tiny_transformer_loss_goes_down(name):
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), seq[:, 1:].reshape(-1))
         opt.zero_grad()
         loss.backward()
-        opt.step()
+        step(opt, loss.detach())  # NGNM's step size needs this batch's loss
         losses.append(loss.item())
     assert all(torch.isfinite(torch.tensor(losses)))
     assert sum(losses[-20:]) / 20 < 0.6 * sum(losses[:20]) / 20, (losses[0], losses[-1])
