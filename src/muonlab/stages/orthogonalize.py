@@ -43,7 +43,7 @@ def as_dtype(value: str | torch.dtype, device: torch.device | None = None) -> to
     return _DTYPES[value]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=64)  # bounded: a user callable may come back as a fresh wrapper every step
 def _takes_eps(fn: object) -> bool:
     try:
         return "eps" in inspect.signature(fn).parameters
