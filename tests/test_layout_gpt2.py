@@ -10,7 +10,7 @@ from tests.helpers import step, with_svd
 
 transformers = pytest.importorskip("transformers")
 
-OPTIMIZERS = [info for info in muonlab.optimizer_infos() if info.name != "adamw"]
+OPTIMIZERS = [info for info in muonlab.optimizer_infos() if info.cls.default_algorithm != "adamw"]
 
 
 def _gpt2_and_linear_twin() -> tuple[torch.nn.Module, torch.nn.Module]:

@@ -237,7 +237,7 @@ def test_state_dict_is_versioned_and_checked():
 
 
 # ----------------------------------------------------------------------------- layouts
-@pytest.mark.parametrize("cls,kwargs", [p for p in INFOS if p.id != "adamw"])
+@pytest.mark.parametrize("cls,kwargs", [p for p in INFOS if p.values[0].default_algorithm != "adamw"])
 def test_in_out_layout_gets_the_update_of_its_linear_twin(cls, kwargs):
     """A weight stored (in, out) with layout='in_out' (transformers' Conv1D) steps exactly as W^T of nn.Linear, fp64."""
     g = torch.Generator().manual_seed(0)

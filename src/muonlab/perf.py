@@ -104,7 +104,7 @@ def candidates() -> dict[str, Callable[[list[torch.Tensor], list[torch.Tensor]],
             ns_dtype=torch.float32)
     groups = lambda h, a: [{"params": h}] + ([{"params": a, "algorithm": "adamw"}] if a else [])  # noqa: E731
     for name, cls in optim.optimizers().items():
-        if name != "adamw":
+        if getattr(cls, "default_algorithm", "orthogonal") != "adamw":  # AdamW (and its configurations) below
             out[f"muonlab.{cls.__name__}"] = lambda h, a, cls=cls: cls(groups(h, a))
     out["muonlab.Muon orthogonalizer=auto"] = lambda h, a: optim.Muon(groups(h, a), orthogonalizer="auto")
     out["muonlab.AdamW"] = lambda h, a: optim.AdamW(h + a)

@@ -52,7 +52,7 @@ def build_optimizer(name: str, cls: type, model: torch.nn.Module, lr: float,
     """
     if process_group is not None:
         hparams = {**hparams, "process_group": process_group}
-    if name == "adamw":
+    if getattr(cls, "default_algorithm", "orthogonal") == "adamw":  # AdamW and its configurations
         return cls(model.parameters(), lr=lr, **hparams)
     import muonlab
 

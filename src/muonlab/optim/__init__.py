@@ -10,7 +10,7 @@ from .trasmuon import TrasMuon  # registers "trasmuon"
 from .normuon import NorMuon  # registers "normuon"
 from .adamuon import AdaMuon  # registers "adamuon"
 from .sfnormuon import SFNorMuon  # registers "sfnormuon"
-from .adam_single_beta import AdamSingleBeta  # not registered: an AdamW configuration
+from .adam_single_beta import AdamSingleBeta  # registers "adam-single-beta"
 from .registry import OptimizerInfo, optimizer_infos, optimizers, register
 from .shell import ChainOptimizer
 from .pion import Pion  # registers "pion"

@@ -7,6 +7,7 @@ from typing import Any
 
 from . import validate as V
 from .presets import AdamW
+from .registry import register
 
 
 class AdamSingleBeta(AdamW):
@@ -59,4 +60,7 @@ class AdamSingleBeta(AdamW):
         V.unit_interval("beta", beta)  # named as the user wrote it, before it becomes betas=(beta, beta)
         super().__init__(params, lr=lr, betas=(beta, beta), eps=eps, weight_decay=weight_decay,
                          process_group=process_group, nonfinite=nonfinite)
+
+
+register("adam-single-beta", AdamSingleBeta, {"lr": 1e-2}, {"lr": 1e-2, "beta": 0.9, "weight_decay": 0.0})
 
