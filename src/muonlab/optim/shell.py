@@ -31,8 +31,8 @@ from ..distributed import modes as DM
 from ..distributed.engine import Bucket, build_contexts, finite
 from ..stages import Stack, adam, decay_weights, shape_factor
 from ..stages.adam import adamw_inplace
-from ..stages.orthogonalize import describe_orthogonalizer
 from ..stages.adam import fused_applies as adam_fused_applies
+from ..stages.orthogonalize import describe_orthogonalizer
 from . import validate as V
 
 Stage = Callable[[Stack], None]
