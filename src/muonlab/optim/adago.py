@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from .. import stages as S
+from ..stages.error_feedback import with_error_feedback
 from ..stages.adago import scale_by_adago
 from . import validate as V
 from .presets import adamw_defaults
@@ -33,6 +34,9 @@ class AdaGO(ChainOptimizer):
             W     <- W (1 - eta wd)                         # extra, off by default (wd = 0)
             W     <- W - alpha * s(m, n) * Orth(M)          # s(m, n) = 1 (adjust_lr="none")
         every other parameter (embeddings, head, 1-D): AdamW with adamw_lr, adamw_betas, ...
+        error_feedback=True (off by default; a reconstruction, see muonlab.stages.error_feedback):
+            P <- E + eta M ;  O <- Orth(P) ;  E <- P - (<P, O> / ||O||_F^2) O ;  W <- W (1 - eta wd) - (P - E)
+            # alpha and s(m, n) cancel: the step is EF-Muon's (s is still accumulated)
 
     No paper values of the hyperparameters could be recovered; the defaults below come from public
     ports (provenance on each) and are not the paper's.
@@ -53,6 +57,8 @@ class AdaGO(ChainOptimizer):
             "auto" = bf16 where matmuls are native bf16, else fp32).
         adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay: the AdamW part (3e-4, (0.9, 0.95),
             1e-10, 0: pytorch-optimizer's AdamW groups).
+        error_feedback: keep the residual of each step and feed it into the next (False; our
+            reconstruction of Parshakova et al.'s fix, docs/optimizers/error_feedback.md).
         process_group: DDP only: a ``ProcessGroup`` or 1-D ``DeviceMesh``; each rank then
             orthogonalizes its share of the matrices (docs/distributed.md). FSDP2 needs none.
         nonfinite: what a step does when a gradient holds NaN or Inf: ``"skip"`` (default: nothing
@@ -66,7 +72,9 @@ class AdaGO(ChainOptimizer):
     """
 
     name = "adago"
-    chain = (S.nesterov, scale_by_adago, S.orthogonalize, S.scale_by_shape, S.decay_weights)
+    chain = with_error_feedback(
+        (S.nesterov, scale_by_adago, S.orthogonalize, S.scale_by_shape, S.decay_weights), before=S.orthogonalize
+    )
 
     def __init__(
         self,
@@ -83,6 +91,7 @@ class AdaGO(ChainOptimizer):
         orthogonalizer: Any = "newton_schulz",
         ns_dtype: str | torch.dtype = "auto",
         batch_3d: bool = False,
+        error_feedback: bool = False,
         adamw_lr: float = 3e-4,
         adamw_betas: tuple[float, float] = (0.9, 0.95),
         adamw_eps: float = 1e-10,
@@ -94,6 +103,7 @@ class AdaGO(ChainOptimizer):
             lr=lr, momentum=momentum, gamma=gamma, eps=eps, v0=v0, nesterov=nesterov, weight_decay=weight_decay,
             adjust_lr=adjust_lr, ns_steps=ns_steps, orthogonalizer=orthogonalizer, ns_dtype=ns_dtype,
             batch_3d=batch_3d,
+            error_feedback=error_feedback,
         )
         super().__init__(
             params, defaults, adamw_defaults(adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay), process_group,
@@ -109,6 +119,7 @@ class AdaGO(ChainOptimizer):
         V.positive_or_zero("eps", group["eps"])
         V.positive_or_zero("v0", group["v0"])
         V.decoupled_decay(group)
+        V.boolean("error_feedback", group.get("error_feedback", False))
 
 
 register(

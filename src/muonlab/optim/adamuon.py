@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from .. import stages as S
+from ..stages.error_feedback import with_error_feedback
 from ..stages.adamuon import normalize_elements, sign_before_orth
 from . import validate as V
 from .presets import adamw_defaults
@@ -28,6 +29,9 @@ class AdaMuon(ChainOptimizer):
             O^ <- O / (sqrt(V) + eps)
             W  <- W (1 - lr wd) - lr * 0.2 sqrt(mn) / (||O^||_F + eps) * O^      # update RMS 0.2
         every other parameter (embeddings, head, 1-D): AdamW with adamw_lr, adamw_betas, ...
+        error_feedback=True (off by default; a reconstruction, see muonlab.stages.error_feedback):
+            P <- E + lr U ;  O <- NS5(sign(P)) ;  V, O^ as above from O ;  E <- P - (<P, O^> / ||O^||_F^2) O^
+            W <- W (1 - lr wd) - (P - E)                     # the element-wise shape survives, RMS 0.2 cancels
 
     The update has RMS 0.2 (AdamW's typical RMS), so AdamW's lr and weight decay carry over; the
     official GPT-2 recipe uses one lr (6e-4 peak) and wd 0.1 for AdaMuon and its AdamW part alike,
@@ -48,6 +52,8 @@ class AdaMuon(ChainOptimizer):
         batch_3d: treat 3-D parameters as batches of matrices.
         adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay: the AdamW part (official GPT-2 config:
             6e-4, (0.9, 0.95), 1e-8 (torch default), 0.1).
+        error_feedback: keep the residual of each step and feed it into the next (False; our
+            reconstruction of Parshakova et al.'s fix, docs/optimizers/error_feedback.md).
         process_group: DDP only: a ``ProcessGroup`` or 1-D ``DeviceMesh``; each rank then
             orthogonalizes its share of the matrices (docs/distributed.md). FSDP2 needs none.
         nonfinite: what a step does when a gradient holds NaN or Inf: ``"skip"`` (default: nothing
@@ -60,7 +66,9 @@ class AdaMuon(ChainOptimizer):
     """
 
     name = "adamuon"
-    chain = (S.nesterov, sign_before_orth, S.orthogonalize, normalize_elements, S.decay_weights)
+    chain = with_error_feedback(
+        (S.nesterov, sign_before_orth, S.orthogonalize, normalize_elements, S.decay_weights), before=sign_before_orth
+    )
 
     def __init__(
         self,
@@ -75,6 +83,7 @@ class AdaMuon(ChainOptimizer):
         orthogonalizer: Any = "newton_schulz",
         ns_dtype: str | torch.dtype = "auto",
         batch_3d: bool = False,
+        error_feedback: bool = False,
         adamw_lr: float = 6e-4,
         adamw_betas: tuple[float, float] = (0.9, 0.95),
         adamw_eps: float = 1e-8,
@@ -86,6 +95,7 @@ class AdaMuon(ChainOptimizer):
             lr=lr, momentum=momentum, eps=eps, weight_decay=weight_decay, sign_before_orth=sign_before_orth,
             nesterov=nesterov, ns_steps=ns_steps, orthogonalizer=orthogonalizer, ns_dtype=ns_dtype,
             batch_3d=batch_3d,
+            error_feedback=error_feedback,
         )
         super().__init__(
             params, defaults, adamw_defaults(adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay), process_group,
@@ -97,6 +107,7 @@ class AdaMuon(ChainOptimizer):
         V.positive_or_zero("eps", group["eps"])
         V.boolean("sign_before_orth", group["sign_before_orth"])
         V.decoupled_decay(group)
+        V.boolean("error_feedback", group.get("error_feedback", False))
 
 
 register(

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from .. import stages as S
+from ..stages.error_feedback import with_error_feedback
 from ..stages.namo import CONV_SHAPES, DECAYS, VARIANTS, scale_by_namo, scale_by_namo_d
 from . import validate as V
 from .presets import adamw_defaults
@@ -37,6 +38,9 @@ class NAMO(ChainOptimizer):
             W   <- W - a (O + wd W)
           decay="adamw" (either variant): the decay above becomes W <- W (1 - lr wd)
         every other parameter (embeddings, head, 1-D): AdamW with adamw_lr, adamw_betas, ...
+        error_feedback=True (off by default; a reconstruction, see muonlab.stages.error_feedback):
+            v, alpha as above (from M~ and G);  P <- E + lr M~ ;  D <- Orth(P)  (NAMO-D: Orth(P) diag(d))
+            E <- P - (<P, D> / ||D||_F^2) D ;  W <- W * decay - (P - E)   # alpha's size cancels; decay kept
 
     Args:
         params: ``muonlab.param_groups(model)`` (recommended) or a plain iterable of tensors.
@@ -59,6 +63,8 @@ class NAMO(ChainOptimizer):
         adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay: the AdamW part. The official code
             shares ``lr`` with it; reproduce with ``adamw_lr=lr, adamw_weight_decay=0``.
             Defaults: 6e-4 (Levanter's ``adam_lr``), (0.9, 0.95), 1e-8, 0 (official configs).
+        error_feedback: keep the residual of each step and feed it into the next (False; our
+            reconstruction of Parshakova et al.'s fix, docs/optimizers/error_feedback.md).
         process_group: DDP only: a ``ProcessGroup`` or 1-D ``DeviceMesh``; each rank then
             orthogonalizes its share of the matrices (docs/distributed.md). FSDP2 needs none.
         nonfinite: what a step does when a gradient holds NaN or Inf: ``"skip"`` (default: nothing
@@ -72,7 +78,7 @@ class NAMO(ChainOptimizer):
     """
 
     name = "namo"
-    chain = (S.nesterov, scale_by_namo, S.orthogonalize)
+    chain = with_error_feedback((S.nesterov, scale_by_namo, S.orthogonalize), before=S.orthogonalize)
 
     def __init__(
         self,
@@ -91,6 +97,7 @@ class NAMO(ChainOptimizer):
         orthogonalizer: Any = "newton_schulz",
         ns_dtype: str | torch.dtype = "auto",
         batch_3d: bool = False,
+        error_feedback: bool = False,
         adamw_lr: float = 6e-4,
         adamw_betas: tuple[float, float] = (0.9, 0.95),
         adamw_eps: float = 1e-8,
@@ -105,6 +112,7 @@ class NAMO(ChainOptimizer):
             lr=lr, momentum=momentum, mu2=mu2, eps=eps, weight_decay=weight_decay, nesterov=nesterov,
             variant=variant, decay=decay, scale_coeff=scale_coeff, conv_shape=conv_shape, ns_steps=ns_steps,
             orthogonalizer=orthogonalizer, ns_dtype=ns_dtype, batch_3d=batch_3d,
+            error_feedback=error_feedback,
             **getattr(self, "_extra_defaults", {}),  # NAMOD's c
         )
         super().__init__(
@@ -121,6 +129,7 @@ class NAMO(ChainOptimizer):
         V.one_of("variant", group["variant"], VARIANTS)
         V.one_of("decay", group["decay"], DECAYS)
         V.one_of("conv_shape", group["conv_shape"], CONV_SHAPES)
+        V.boolean("error_feedback", group.get("error_feedback", False))
         if group["variant"] == "paper" or group["decay"] == "adamw":  # 1 - alpha wd (alpha = lr at t = 1) or 1 - lr wd
             V.decoupled_decay(group)
         elif not isinstance(self, NAMOD):  # official decay 1 - wd min(alpha, 1) (NAMO-D floors it at 0)
@@ -159,7 +168,7 @@ class NAMOD(NAMO):
     """
 
     name = "namo-d"
-    chain = (S.nesterov, scale_by_namo_d, S.orthogonalize)
+    chain = with_error_feedback((S.nesterov, scale_by_namo_d, S.orthogonalize), before=S.orthogonalize)
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-2, c: float = 0.75, **kwargs: Any):
         self._extra_defaults = {"c": c}

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from .. import stages as S
+from ..stages.error_feedback import with_error_feedback
 from ..stages.normuon import VARIANTS, normalize_rows
 from . import validate as V
 from .presets import adamw_defaults
@@ -32,6 +33,9 @@ class NorMuon(ChainOptimizer):
             official: O^ <- O^ ||O||_F / (||O^||_F + eps);  W <- W (1 - lr wd) - lr sqrt(max(1, m/n)) O^
             paper:    W <- W (1 - lr wd) - lr 0.2 sqrt(mn) / (||O^||_F + eps) O^
         every other parameter (embeddings, head, 1-D): AdamW with adamw_lr, adamw_betas, ...
+        error_feedback=True (off by default; a reconstruction, see muonlab.stages.error_feedback):
+            P <- E + lr U ;  O <- NS5(P) ;  v, O^ as above from O ;  E <- P - (<P, O^> / ||O^||_F^2) O^
+            W <- W (1 - lr wd) - (P - E)                     # the rows' shape survives, the scale cancels
 
     ``variant="official"`` (default) is the authors' code: the Frobenius norm of the NS output is
     kept and Jordan's shape factor applied, so lr is in Muon units (0.02) and Nesterov is on.
@@ -56,6 +60,8 @@ class NorMuon(ChainOptimizer):
         batch_3d: treat 3-D parameters as batches of matrices.
         adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay: the AdamW part (official
             ``NorMuonWithAuxAdam`` defaults: 3e-4, (0.9, 0.95), 1e-10, 0).
+        error_feedback: keep the residual of each step and feed it into the next (False; our
+            reconstruction of Parshakova et al.'s fix, docs/optimizers/error_feedback.md).
         process_group: DDP only: a ``ProcessGroup`` or 1-D ``DeviceMesh``; each rank then
             orthogonalizes its share of the matrices (docs/distributed.md). FSDP2 needs none.
         nonfinite: what a step does when a gradient holds NaN or Inf: ``"skip"`` (default: nothing
@@ -68,7 +74,9 @@ class NorMuon(ChainOptimizer):
     """
 
     name = "normuon"
-    chain = (S.nesterov, S.orthogonalize, normalize_rows, S.scale_by_shape, S.decay_weights)
+    chain = with_error_feedback(
+        (S.nesterov, S.orthogonalize, normalize_rows, S.scale_by_shape, S.decay_weights), before=S.orthogonalize
+    )
 
     def __init__(
         self,
@@ -85,6 +93,7 @@ class NorMuon(ChainOptimizer):
         ns_dtype: str | torch.dtype = "auto",
         adjust_lr: str | None = None,
         batch_3d: bool = False,
+        error_feedback: bool = False,
         adamw_lr: float = 3e-4,
         adamw_betas: tuple[float, float] = (0.9, 0.95),
         adamw_eps: float = 1e-10,
@@ -99,6 +108,7 @@ class NorMuon(ChainOptimizer):
             variant=variant, nesterov=v_nesterov if nesterov is None else nesterov, ns_steps=ns_steps,
             orthogonalizer=orthogonalizer, ns_dtype=ns_dtype, adjust_lr=v_adjust if adjust_lr is None else adjust_lr,
             batch_3d=batch_3d,
+            error_feedback=error_feedback,
         )
         super().__init__(
             params, defaults, adamw_defaults(adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay), process_group,
@@ -111,6 +121,7 @@ class NorMuon(ChainOptimizer):
         V.positive_or_zero("eps", group["eps"])
         V.one_of("variant", group["variant"], VARIANTS)
         V.decoupled_decay(group)
+        V.boolean("error_feedback", group.get("error_feedback", False))
 
 
 register(

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from .. import stages as S
-from ..stages.error_feedback import accumulate_error, keep_residual
+from ..stages.error_feedback import with_error_feedback
 from . import validate as V
 from .registry import register
 from .shell import ChainOptimizer
@@ -80,7 +80,9 @@ class Muon(ChainOptimizer):
     """
 
     name = "muon"
-    chain = (S.nesterov, accumulate_error, S.orthogonalize, S.scale_by_shape, keep_residual, S.decay_weights)
+    chain = with_error_feedback(
+        (S.nesterov, S.orthogonalize, S.scale_by_shape, S.decay_weights), before=S.orthogonalize
+    )
 
     def __init__(
         self,

@@ -9,6 +9,7 @@ import torch
 
 from .. import orth
 from .. import stages as S
+from ..stages.error_feedback import with_error_feedback
 from ..stages.trasmuon import ENERGY_SOURCES, calibrate_rms, gate_columns
 from . import validate as V
 from .presets import adamw_defaults
@@ -34,6 +35,9 @@ class TrasMuon(ChainOptimizer):
             c       <- (1 - mu_sf) c_ema + mu_sf c_avg;  c <- 1 in warmup, or if n < min_in
             W       <- W - eta_hat B diag(c)                       # column j scaled by c_j
         every other parameter: Adam(W) with adamw_lr, adamw_betas, ... (authors: same lr, (0.95, 0.95))
+        error_feedback=True (off by default; a reconstruction, see muonlab.stages.error_feedback):
+            P <- E + eta M ;  O <- NS(P) ;  B, c as above (c from M's energies) ;  D <- B diag(c)
+            E <- P - (<P, D> / ||D||_F^2) D ;  W <- W (1 - eta lambda) - (P - E)   # eta_hat cancels
 
     With the defaults the gate is binary: a column whose momentum energy exceeds 3x the running
     median gets c^ = 0.7, every other column 1, and c_ema moves slowly (0.97 after one refresh).
@@ -72,6 +76,8 @@ class TrasMuon(ChainOptimizer):
         adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay: the Adam part (authors' fallback:
             same lr 1e-3, (0.95, 0.95), 1e-8, same weight decay 0). Pass ``adamw_lr=lr`` and
             ``adamw_weight_decay=weight_decay`` to keep the authors' shared values when you change them.
+        error_feedback: keep the residual of each step and feed it into the next (False; our
+            reconstruction of Parshakova et al.'s fix, docs/optimizers/error_feedback.md).
         process_group: DDP only: a ``ProcessGroup`` or 1-D ``DeviceMesh``; each rank then
             orthogonalizes its share of the matrices (docs/distributed.md). FSDP2 needs none.
         nonfinite: what a step does when a gradient holds NaN or Inf: ``"skip"`` (default: nothing
@@ -85,7 +91,9 @@ class TrasMuon(ChainOptimizer):
     """
 
     name = "trasmuon"
-    chain = (S.decay_weights, S.nesterov, S.orthogonalize, calibrate_rms, gate_columns)
+    chain = with_error_feedback(
+        (S.decay_weights, S.nesterov, S.orthogonalize, calibrate_rms, gate_columns), before=S.orthogonalize
+    )
 
     def __init__(
         self,
@@ -116,6 +124,7 @@ class TrasMuon(ChainOptimizer):
         ns_dtype: str | torch.dtype = "auto",
         ns_eps: float = 1e-8,
         batch_3d: bool = False,
+        error_feedback: bool = False,
         adamw_lr: float = 1e-3,
         adamw_betas: tuple[float, float] = (0.95, 0.95),
         adamw_eps: float = 1e-8,
@@ -131,6 +140,7 @@ class TrasMuon(ChainOptimizer):
             col_gate_every=col_gate_every, col_gate_min_in=col_gate_min_in, e_ref_ema_beta=e_ref_ema_beta,
             warmup_steps=warmup_steps, sf_enabled=sf_enabled, sf_mix=sf_mix, sf_exclude_warmup=sf_exclude_warmup,
             ns_steps=ns_steps, orthogonalizer=orthogonalizer, ns_dtype=ns_dtype, ns_eps=ns_eps, batch_3d=batch_3d,
+            error_feedback=error_feedback,
         )
         super().__init__(
             params, defaults, adamw_defaults(adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay), process_group,
@@ -157,6 +167,7 @@ class TrasMuon(ChainOptimizer):
         V.positive_int("col_gate_min_in", group["col_gate_min_in"])
         V.integer("warmup_steps", group["warmup_steps"], 0)
         V.decoupled_decay(group)
+        V.boolean("error_feedback", group.get("error_feedback", False))
         for key in ("col_gate_enabled", "use_energy_trigger", "sf_enabled", "sf_exclude_warmup"):
             V.boolean(key, group[key])
         if group["orthogonalizer"] == "you" and group["ns_steps"] > len(orth.YOU):

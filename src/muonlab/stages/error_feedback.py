@@ -1,25 +1,31 @@
-"""Error feedback around an orthogonalizer (opt-in ``error_feedback=True``; a reconstruction).
+"""Error feedback around an orthogonalized direction (opt-in ``error_feedback=True``; a reconstruction).
 
 Muon's step ``lr s(m, n) Orth(M)`` throws away the singular values of the momentum. On convex
 Lipschitz functions that loss of information is fatal: Muon need not converge for any lr schedule
 (Parshakova et al., arXiv 2605.08980), and on diagonal objectives Muon *is* signed momentum, whose
 classical counterexamples apply. Error feedback keeps what the step did not apply and adds it back
 the next time, the remedy of EF-SGD / EF-signSGD (Karimireddy et al., arXiv 1901.09847), which
-the paper shows restores convergence for Muon. Its algorithm box was not retrieved; this is the
-standard error-feedback template with a scaled orthogonal "compressor"::
+the paper shows restores convergence for Muon and every non-Euclidean subgradient method with
+momentum. Its algorithm box was not retrieved; this is the standard error-feedback template with
+the preset's direction pipeline as a scaled "compressor"::
 
-    P  <- E + lr U                       # U: the (Nesterov) momentum; E: the residual, 0 at start
-    O  <- Orth(P)
-    a  <- <P, O> / ||O||_F^2             # = ||P||_* / min(m, n) for an exact polar factor of a full-rank P
-    D  <- a O                            # the least-squares multiple of O closest to P
-    E  <- P - D
-    W  <- W (1 - lr wd) - D              # lr and the shape factor enter through P and a only
+    P  <- E + lr U                       # U: the preset's (Nesterov) momentum; E: the residual, 0 at start
+    D  <- Dir(P)                         # the preset's direction stages on P (Orth, row/column/element
+                                         #   reshaping), per-matrix scalars dropped (see keep_residual)
+    a  <- <P, D> / ||D||_F^2             # Muon, exact polar factor, full-rank P: ||P||_* / min(m, n)
+    E  <- P - a D                        # a D: the least-squares multiple of D closest to P
+    W  <- W * decay - a D                # decay: the preset's own (lr wd, NAMO's adaptive form, ...)
 
-``a O`` is the orthogonal projection of ``P`` onto the line of ``O``, so ``||E|| <= ||P||`` always, and
-for an exact polar factor ``||P - D||^2 <= (1 - 1/min(m, n)) ||P||^2`` (a contractive compressor in
-the sense of Karimireddy et al.). Then the *virtual* iterate ``W - E`` moves by exactly ``-lr U``,
-i.e. runs SGD with momentum, which is what makes the convergence proof go through; the price is
-that lr is in SGD units (the step scales with the gradient), not Muon's.
+``a D`` is the orthogonal projection of ``P`` onto the line of ``D``, so ``||E|| <= ||P||`` for every
+preset (and ``||E||^2 <= (1 - 1/min(m, n)) ||P||^2`` for Muon with an exact polar factor: a
+contractive compressor in the sense of Karimireddy et al.). The *virtual* iterate ``W - E`` then
+moves by exactly ``-lr U`` (without decay): SGD with the preset's momentum, whatever ``Dir`` is,
+which is what makes the convergence argument go through; the price is that lr is in SGD units.
+Because the projection sets the step's size, every per-matrix scalar of the preset (lr, the shape
+factor, NAMO's and AdaGO's adaptive step, NorMuon's and TrasMuon's RMS calibration) cancels; what
+survives is the *shape* of the direction: NorMuon's and TrasMuon's rows, TrasMuon's column gate,
+NAMO-D's relative column rates, AdaMuon's sign and element-wise normalisation
+(docs/optimizers/error_feedback.md has the table).
 
 References:
     Parshakova, Khaled, Crawshaw, Garrigos, Gower, "Muon Does Not Converge on Convex Lipschitz
@@ -29,6 +35,8 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from .base import Stack
@@ -37,31 +45,68 @@ from .base import Stack
 ERROR_KEY = "ef.error"
 
 
-def accumulate_error(stack: Stack) -> None:
-    """``P <- E + lr U`` into the residual buffer, which becomes the orthogonalizer's input.
+def enabled(group: dict) -> bool:
+    """Whether a param group runs with error feedback."""
+    return bool(group.get("error_feedback", False))
 
-    No-op unless the group's ``error_feedback`` is True. Runs after the momentum, before
-    ``orthogonalize``; the buffer holds ``P`` until :func:`keep_residual` subtracts the step.
+
+def accumulate_error(stack: Stack) -> None:
+    """``P <- E + lr U`` into the residual buffer, which becomes the input of the direction stages.
+
+    No-op unless the group's ``error_feedback`` is True. Runs after the momentum and any stage that
+    reads the momentum's magnitude (NAMO's norm ratio), right before the first direction stage
+    (``orthogonalize``, or AdaMuon's sign); the buffer holds ``P`` until :func:`keep_residual`.
     """
-    if not stack.group.get("error_feedback", False):
+    if not enabled(stack.group):
         return
     E = stack.buffer(ERROR_KEY)  # (k, m, n)
     E.add_(stack.hp("lr") * stack.update)
-    stack.update = E  # read, not written, by the orthogonalizer (orth kernels are pure)
+    stack.update = E  # read, not written, by the direction stages (they return new tensors)
+
+
+def _shape_of_step(stack: Stack) -> torch.Tensor | None:
+    """The part of ``stack.step_size`` that varies inside a matrix (NAMO-D's ``(k, 1, n)`` rates), else None.
+
+    A per-matrix scalar (a float, a 0-D or a ``(k, 1, 1)`` tensor) only rescales the direction and
+    cancels in the projection, so it is dropped: the step then does not depend on lr, as in EF-SGD
+    (a step with lr = 0 still applies the projection of the residual).
+    """
+    s = stack.step_size
+    if isinstance(s, torch.Tensor) and s.dim() == stack.update.dim() and any(d > 1 for d in s.shape[1:]):
+        return s
+    return None
 
 
 def keep_residual(stack: Stack) -> None:
-    """``D = (<P, O> / ||O||^2) O``; ``E <- P - D``; the write applies ``D`` with step size 1.
+    """``D = Dir(P)``, ``a = <P, D> / ||D||^2``; ``E <- P - a D``; the write applies ``a D`` with step size 1.
 
-    No-op unless ``error_feedback``. Runs after the orthogonalizer and the shape scale (whose factor
-    it replaces: the projection sets the step's size).
+    No-op unless ``error_feedback``. Runs after the last stage that shapes the direction or sets the
+    step size (it replaces the step size: the projection sets the step's size); the decay the
+    preset set (``stack.decay``) is kept.
     """
-    if not stack.group.get("error_feedback", False):
+    if not enabled(stack.group):
         return
-    P, O = stack.buffer(ERROR_KEY), stack.update  # (k, m, n) each
-    num, den = stack.sums((P * O, (-2, -1)), (O * O, (-2, -1)))  # (k,) each, one reduction
-    a = torch.where(den > 0, num / torch.where(den > 0, den, 1.0), 0.0)  # a zero P gives O = 0: step 0
-    D = stack.per_item(a) * O
+    P, D = stack.buffer(ERROR_KEY), stack.update  # (k, m, n) each
+    shape = _shape_of_step(stack)
+    if shape is not None:  # per-row / per-column step sizes are part of the direction
+        D = D * shape
+    num, den = stack.sums((P * D, (-2, -1)), (D * D, (-2, -1)))  # (k,) each, one reduction
+    a = torch.where(den > 0, num / torch.where(den > 0, den, 1.0), 0.0)  # a zero direction: step 0
+    D = stack.per_item(a) * D
     P.sub_(D)  # the buffer now holds the residual E
     stack.update = D
     stack.step_size = 1.0
+
+
+Stage = Callable[[Stack], None]
+
+
+def with_error_feedback(chain: tuple[Stage, ...], before: Stage) -> tuple[Stage, ...]:
+    """``chain`` with :func:`accumulate_error` inserted before the stage ``before`` and :func:`keep_residual` last.
+
+    ``before`` is the first stage of the direction pipeline (the one that must see ``P``). Both
+    stages are no-ops unless the group's ``error_feedback`` is True, so with the flag off the chain
+    computes exactly what it did without them.
+    """
+    i = chain.index(before)
+    return (*chain[:i], accumulate_error, *chain[i:], keep_residual)
