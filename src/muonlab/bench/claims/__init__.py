@@ -119,6 +119,8 @@ def _make_plots(claims: list[Claim], rows: list[Row], outcomes: dict[str, Experi
         if "c_sweep" in claim.plots:
             for exp in claim.experiments():
                 paths.append(P.plot_c_sweep(outcomes[exp], fig_dir / f"{claim.name}_c_sweep.png"))
+        if "anytime" in claim.plots:
+            paths.append(P.plot_anytime(claim, outcomes, fig_dir / f"{claim.name}_anytime.png"))
         if "lr_multiples" in claim.plots:
             arms = sorted({n for c in claim.comparisons for n in (c.a, c.b)})
             paths.append(P.plot_lr_multiples([outcomes[e] for e in claim.experiments()], arms,

@@ -7,6 +7,9 @@
 * ``namo_c_sweep.png``: NAMO-D's final loss vs its clamp ``c`` (log x), NAMO as a reference band.
 * ``trasmuon_lr_multiples.png``: final loss vs lr multiple of the best lr, with and without warmup,
   each point labelled with its fraction of diverged runs.
+* ``sf-normuon_anytime.png``: the one schedule-free run's validation loss vs step (held-out mean) and,
+  at each checkpoint, the baseline it is compared with there (mean and 95% interval; AdamW tuned per
+  horizon), with each baseline's own curve.
 
 References:
     matplotlib, https://matplotlib.org.
@@ -19,6 +22,7 @@ from pathlib import Path
 
 from muonlab.bench.claims.report import Row
 from muonlab.bench.claims.run import ArmResult, ExperimentOutcome
+from muonlab.bench.claims.spec import Claim
 from muonlab.bench.stats import DOES_NOT_HOLD, HOLDS, mean_ci
 
 COLORS = {HOLDS: "tab:green", DOES_NOT_HOLD: "tab:red"}
@@ -166,6 +170,46 @@ def plot_lr_multiples(outs: list[ExperimentOutcome], arms: list[str], path: Path
                title=out.experiment.name)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_anytime(claim: Claim, outcomes: dict[str, ExperimentOutcome], path: Path) -> Path | None:
+    """A's curve, and each compared B (``at_b`` given) read where the claim reads it, at A's checkpoint step."""
+    comps = [c for c in claim.comparisons if c.at_b is not None]  # the ones that name where B is read
+    if not comps:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    drawn: set[tuple[str, str]] = set()
+    shown: list[float] = []  # the y values the zoom must keep in view
+    for c in comps:
+        a, b = outcomes[c.experiment].arms[c.a], outcomes[c.exp_b].arms[c.b]
+        if (c.experiment, c.a) not in drawn and a.curve:
+            ax.plot(list(a.curve), list(a.curve.values()), color="tab:blue", linewidth=1.6,
+                    label=f"{c.a} ({c.experiment}, one run, lr {a.best_lr:.3g})")
+            drawn.add((c.experiment, c.a))
+            shown += [v for s, v in a.curve.items() if s >= 0.15 * max(a.curve)]
+        step = a.read_step(c.at)
+        m, h = _ci(b.values(c.lr_mult, c.at_of_b)) if not b.skipped else (math.nan, 0.0)
+        if step is None or not math.isfinite(m):
+            continue
+        if b.curve:
+            ax.plot(list(b.curve), list(b.curve.values()), color="tab:orange", linewidth=0.8, alpha=0.6)
+        ax.errorbar([step], [m], yerr=[h], fmt="s", color="tab:orange", capsize=3,
+                    label=f"{c.b}, a run per horizon (lr tuned there)" if c is comps[0] else None)
+        am, ah = _ci(a.values(c.lr_mult, c.at))
+        ax.errorbar([step], [am], yerr=[ah], fmt="o", color="tab:blue", capsize=3)
+        shown += [m - h, m + h]
+    if shown:
+        lo, hi = min(shown), max(shown)
+        ax.set_ylim(lo - 0.1 * (hi - lo or 1), hi + 0.1 * (hi - lo or 1))
+    ax.set(xlabel="step", ylabel="validation loss (held-out seeds, 95% CI at the checkpoints)",
+           title=f"{claim.name}: one run read at several horizons vs a run per horizon")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

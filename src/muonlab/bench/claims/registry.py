@@ -8,8 +8,9 @@ are paired by seed. Grids are x3 (x~3.3) apart and centred on the best lr of the
 
 Sizes: ``text`` = the shipped ``text`` config's model (byte-level GPT 2 x 64) at context 64 and 300
 steps (``text-nowarmup``, ``text-constant``, ``text-adam``: the same with another schedule or other
-arms); ``zipf`` = the ``demo`` config's task; ``image`` = the 8x8 digits CNN, 600 steps; ``regression`` = the shipped
-``regression`` config.
+arms; ``text-h75``, ``text-h150``: AdamW alone with its warmup + cosine schedule cut to 25% and 50% of
+the budget, the per-horizon baselines of SF-NorMuon's anytime claim); ``zipf`` = the ``demo`` config's
+task; ``image`` = the 8x8 digits CNN, 600 steps; ``regression`` = the shipped ``regression`` config.
 
 References (papers; the claims are quoted from their abstracts):
     NAMO / NAMO-D: arXiv 2602.17080. AdaGO: arXiv 2509.02981. TrasMuon: arXiv 2602.13498.
@@ -21,6 +22,8 @@ References (papers; the claims are quoted from their abstracts):
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from muonlab.bench.claims.spec import Arm, Claim, Comparison, Experiment
 
@@ -69,9 +72,35 @@ def _ablation_arms(grid: tuple[float, ...]) -> tuple[Arm, ...]:
     )
 
 
+TEXT_STEPS = 300
+ANYTIME = (0.25, 0.5, 1.0)  # fractions of the budget where SF-NorMuon's one run is read against tuned AdamW
+
+
+def _horizon(frac: float) -> Experiment:
+    """AdamW alone on ``text`` cut to ``frac`` of its budget, warmup 10% + cosine over that horizon.
+
+    Each horizon sweeps its own lr grid (edges extended), so the baseline is AdamW with a schedule
+    tuned for exactly that length: the comparison a schedule-free run must win to be "anytime".
+    The 100% horizon is the ``text`` experiment's AdamW itself. The ``--quick`` and test sizes cut
+    their own budgets by the same fraction, so the checkpoint and the horizon stay the same step.
+    """
+    steps = round(frac * TEXT_STEPS)
+    warmup = round(0.1 * steps)  # text: 30 of 300
+    exp = _gpt(f"text-h{steps}", f"as text, {steps} steps ({frac:.0%} of its budget), warmup {warmup} + cosine "
+               "over those steps: AdamW tuned for this horizon", _TEXT, steps, warmup,
+               (Arm("adamw", "adamw", (3e-3, 1e-2, 3e-2)),), eval_every=25)
+    return replace(exp, quick={**exp.quick, "steps": round(frac * _GPT_QUICK["steps"])},
+                   tiny={**exp.tiny, "steps": round(frac * _GPT_TINY["steps"])})
+
+
+def horizon_experiment(frac: float) -> str:
+    """The experiment whose AdamW arm is tuned for ``frac`` of the ``text`` budget."""
+    return "text" if frac == 1.0 else f"text-h{round(frac * TEXT_STEPS)}"
+
+
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     # One text experiment for every text claim, so AdamW, Muon and NorMuon train once for all of them.
-    _gpt("text", "GPT 2x64 on Python-stdlib bytes, ctx 64, 300 steps, warmup 30 + cosine", _TEXT, 300, 30, (
+    _gpt("text", "GPT 2x64 on Python-stdlib bytes, ctx 64, 300 steps, warmup 30 + cosine", _TEXT, TEXT_STEPS, 30, (
         Arm("adamw", "adamw", (3e-3, 1e-2, 3e-2)),
         _hybrid("muon", "muon", _MUON_GRID_TEXT),
         _hybrid("namo", "namo", _NAMO_GRID),
@@ -87,11 +116,12 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
         _hybrid("muon", "muon", _MUON_GRID_TEXT),
         _hybrid("trasmuon", "trasmuon", (3e-3, 1e-2, 3e-2)),
     ), eval_every=25),
-    _gpt("text-constant", "as text, warmup 30 then constant lr (no decay)", _TEXT, 300, 30, (
+    _gpt("text-constant", "as text, warmup 30 then constant lr (no decay)", _TEXT, TEXT_STEPS, 30, (
         Arm("adamw", "adamw", (3e-3, 1e-2, 3e-2)),
         _hybrid("normuon", "normuon", _MUON_GRID_TEXT),
         _hybrid("sfnormuon", "sfnormuon", (3e-3, 1e-2, 3e-2)),
     ), eval_every=25, schedule="constant"),
+    *(_horizon(f) for f in ANYTIME if f != 1.0),
     # Adam(W) variants only, weight decay 0 everywhere: then the plain-parameter AdamW baseline and the
     # param_groups-built arms (whose 1-D group has no decay) differ in nothing but their betas.
     _gpt("text-adam", "as text, Adam variants only, weight decay 0", _TEXT, 300, 30, (
@@ -142,6 +172,14 @@ def _vs(exp: str, a: str, *bs: str, mult: float = 1.0) -> tuple[Comparison, ...]
 _TRAS = tuple(c for exp in ("text-nowarmup", "text") for k in (1.0, 2.0, 4.0)
               for c in _vs(exp, "trasmuon", "muon", "adamw", mult=k))
 
+# One SF-NorMuon run (constant lr after warmup) read at each horizon vs AdamW's final loss in a run whose
+# warmup + cosine schedule ends at that horizon (its own lr sweep): the paper's "anytime" comparison.
+_ANYTIME = tuple(
+    Comparison("text-constant", "sfnormuon", "adamw", at=f, at_b=1.0, experiment_b=horizon_experiment(f),
+               label=f"sfnormuon (one run) at {f:.0%} of its budget < adamw, warmup + cosine over {f:.0%} "
+                     f"({horizon_experiment(f)})")
+    for f in ANYTIME)
+
 CLAIMS: dict[str, Claim] = {c.name: c for c in (
     Claim("namo", "NAMO / NAMO-D, arXiv 2602.17080",
           "NAMO and NAMO-D beat AdamW and Muon (GPT-2 pretraining); NAMO-D gains further over NAMO; "
@@ -170,11 +208,15 @@ CLAIMS: dict[str, Claim] = {c.name: c for c in (
           "(deterministic problem: every seed is the same run, so the intervals have zero width)",
           _vs("lipschitz", "muon.ef", "muon.no-momentum", "muon")),
     Claim("sf-normuon", "SF-NorMuon, arXiv 2605.23061",
-          "schedule-free NorMuon trains 'anytime': without a decay schedule its checkpoints (the average x) beat "
-          "NorMuon at a constant lr, and match NorMuon with a cosine schedule",
-          tuple(Comparison("text-constant", "sfnormuon", "normuon", at=f) for f in (0.5, 1.0))
+          "schedule-free NorMuon trains 'anytime': ONE run without a decay schedule, read (at its average x) at "
+          "25%, 50% and 100% of the budget, beats AdamW whose warmup + cosine schedule ends at that horizon (a "
+          "separate run per horizon, lr tuned per horizon); its checkpoints beat NorMuon at a constant lr and "
+          "match NorMuon with a cosine schedule",
+          _ANYTIME
+          + tuple(Comparison("text-constant", "sfnormuon", "normuon", at=f) for f in (0.5, 1.0))
           + tuple(Comparison("text-constant", "sfnormuon", "normuon", at=f, experiment_b="text")
-                  for f in (0.5, 1.0))),
+                  for f in (0.5, 1.0)),
+          plots=("anytime",)),
     Claim("adam-beta1-eq-beta2", "Orvieto & Gower, arXiv 2505.21829",
           "Adam with beta1 = beta2 (0.95) matches or beats Adam with separate betas",
           _vs("text-adam", "adam-single-beta", "adamw", "adamw.betas0.95")),

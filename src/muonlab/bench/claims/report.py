@@ -51,10 +51,13 @@ def evaluate(claim: Claim, outcomes: dict[str, ExperimentOutcome]) -> list[Row]:
         if skipped:
             rows.append(Row(claim, comp, None, SKIPPED, skipped))
             continue
-        va, vb = a.values(comp.lr_mult, comp.at), b.values(comp.lr_mult, comp.at)
+        va, vb = a.values(comp.lr_mult, comp.at), b.values(comp.lr_mult, comp.at_of_b)
         va = {s: v for s, v in va.items() if math.isfinite(v)}
         vb = {s: v for s, v in vb.items() if math.isfinite(v)}
         notes = [f"lr optimum on the grid edge: {r.arm.name} ({r.best_lr:.3g})" for r in (a, b) if r.edge]
+        # An anytime checkpoint is the evaluation nearest the fraction: say so when it is not exactly there.
+        notes += [f"{r.arm.name} read at step {r.read_step(f)}, not {f * r.steps:g}" for r, f in
+                  ((a, comp.at), (b, comp.at_of_b)) if f != 1.0 and r.read_step(f) not in (None, f * r.steps)]
         divs = [f"{r.arm.name} {r.n_diverged(comp.lr_mult)}/{len(r.values(comp.lr_mult))} diverged"
                 for r in (a, b) if r.n_diverged(comp.lr_mult)]
         notes += divs
@@ -127,7 +130,9 @@ def write_report(path: Path, rows: list[Row], outcomes: dict[str, ExperimentOutc
         "paired difference A − B of final validation loss over the held-out seeds (same initialisation and data "
         "order per seed), with its 95% Student t interval. Verdict for \"A < B\": **holds** if the whole interval "
         "is below 0, **does not hold** if it is above 0, **not resolved** if it contains 0. A diverged run scores "
-        "its initial validation loss (no progress). Lower loss is better.", "",
+        "its initial validation loss (no progress). Lower loss is better. A row that names a fraction of the budget "
+        "reads that arm at the evaluation there instead of at the end (an anytime checkpoint); SF-NorMuon's anytime "
+        "rows read its one run at 25/50/100% against AdamW's final loss in a run whose schedule ends there.", "",
         "## Claims", ""]
     claims = list(dict.fromkeys(r.claim for r in rows))
     lines += [f"- `{c.name}` ({c.paper}): {c.statement}" for c in claims] + [""]

@@ -75,6 +75,13 @@ class ArmResult:
             return out
         return self.heldout if mult == 1.0 else self.multiples.get(mult, {})
 
+    def read_step(self, at: float) -> int | None:
+        """The step whose evaluation :meth:`values` reads at ``at`` x budget (``None``: no curve)."""
+        if at == 1.0:
+            return self.steps
+        steps = sorted({s for c in self.curves.values() for s in c})
+        return min(steps, key=lambda step: abs(step - at * self.steps)) if steps else None
+
     def n_diverged(self, mult: float = 1.0) -> int:
         return len(self.diverged if mult == 1.0 else self.multiples_diverged.get(mult, []))
 

@@ -80,9 +80,12 @@ class Comparison:
     """"``a`` has a lower validation loss than ``b``" at ``lr_mult`` x each one's best lr.
 
     ``a`` runs in ``experiment``, ``b`` in ``experiment_b`` (default: the same). Experiments that differ
-    only in their schedule still pair by seed (same initialisation and data order). ``at`` is the
-    fraction of the budget where the losses are read (1.0: the final evaluation; 0.5: the evaluation
-    nearest the middle of the run, an "anytime" checkpoint).
+    only in their schedule or budget still pair by seed (same initialisation and data order: a task's
+    batches depend on the seed only, so a 75-step run sees the first 75 batches of the 300-step one).
+    ``at`` is the fraction of the budget where the losses are read (1.0: the final evaluation; 0.5:
+    the evaluation nearest the middle of the run, an "anytime" checkpoint); ``at_b`` is ``b``'s, when it
+    differs (``None``: the same as ``at``). SF-NorMuon's anytime test reads one run at 25% of its
+    budget (``at=0.25``) against AdamW's final loss (``at_b=1.0``) in a run whose schedule ends there.
     """
 
     experiment: str
@@ -92,10 +95,15 @@ class Comparison:
     label: str = ""
     experiment_b: str | None = None
     at: float = 1.0
+    at_b: float | None = None
 
     @property
     def exp_b(self) -> str:
         return self.experiment_b or self.experiment
+
+    @property
+    def at_of_b(self) -> float:
+        return self.at if self.at_b is None else self.at_b
 
     def describe(self) -> str:
         """``"a < b [(experiment_b)] [at k x best lr] [at f of the budget]"`` (or the explicit label)."""
@@ -103,8 +111,10 @@ class Comparison:
             return self.label
         b = self.b if self.exp_b == self.experiment else f"{self.b} ({self.exp_b})"
         mult = "" if self.lr_mult == 1.0 else f" at {self.lr_mult:g}x best lr"
-        at = "" if self.at == 1.0 else f" at {self.at:.0%} of the budget"
-        return f"{self.a} < {b}{mult}{at}"
+        pct = lambda f: "" if f == 1.0 else f" at {f:.0%} of the budget"  # noqa: E731
+        if self.at_of_b == self.at:
+            return f"{self.a} < {b}{mult}{pct(self.at)}"
+        return f"{self.a}{pct(self.at)} < {b}{pct(self.at_of_b) or ' (final)'}{mult}"
 
 
 @dataclass(frozen=True)
