@@ -163,3 +163,77 @@ def test_bench_task_routes_the_matrix_to_the_orthogonal_group():
     (group,) = [g for g in groups if any(p is model.linear.weight for p in g["params"])]
     assert group["algorithm"] == "orthogonal"
     assert task.evaluate(model) == pytest.approx({"val_loss": 11.0, "floor": 5.5})
+
+
+# ----------------------------------------------------------------------------- the registry entry and the probes
+def test_muon_ef_is_muon_with_the_flag():
+    """'muon-ef' is MuonEF: Muon with error_feedback=True by default, stepping exactly as Muon(error_feedback=True)."""
+    assert muonlab.optimizers()["muon-ef"] is muonlab.MuonEF and issubclass(muonlab.MuonEF, muonlab.Muon)
+    Ws = [torch.randn(6, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).requires_grad_()
+          for _ in range(2)]
+    a = muonlab.MuonEF([{"params": [Ws[0]]}], lr=0.1)
+    b = muonlab.Muon([{"params": [Ws[1]]}], lr=0.1, error_feedback=True)
+    assert a.param_groups[0]["error_feedback"] is True
+    g = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        G = torch.randn(6, 4, dtype=torch.float64, generator=g)
+        Ws[0].grad, Ws[1].grad = G.clone(), G.clone()
+        a.step()
+        b.step()
+    assert torch.equal(Ws[0], Ws[1])
+
+
+class _EFWithoutMomentumStage(muonlab.MuonEF):
+    chain = tuple(s for s in muonlab.MuonEF.chain if s is not muonlab.stages.nesterov)
+
+
+def _fixed_beta(stack):
+    """Momentum with beta 0.95 whatever the group says."""
+    group = stack.group
+    stack.group = dict(group, momentum=0.95)
+    try:
+        muonlab.stages.nesterov(stack)
+    finally:
+        stack.group = group
+
+
+class _EFIgnoresMomentumCoefficient(muonlab.MuonEF):
+    chain = tuple(_fixed_beta if s is muonlab.stages.nesterov else s for s in muonlab.MuonEF.chain)
+
+
+@pytest.mark.parametrize("cls,expected", [(_EFWithoutMomentumStage, "momentum is not applied"),
+                                          (_EFIgnoresMomentumCoefficient, "coefficient is not what is applied")])
+def test_momentum_probe_still_catches_broken_momentum_under_error_feedback(cls, expected):
+    """The momentum probe clears EF residuals between its steps, so a missing or fixed momentum still fails it."""
+    from muonlab.probes.checks import probe_momentum
+
+    reason = probe_momentum(cls, {"lr": 0.1})
+    assert reason is not None and expected in reason, reason
+
+
+def test_residual_is_why_the_probe_clears_it():
+    """Without clearing, EF at momentum 0 remembers the first gradient (the residual carries it), by design."""
+    from muonlab.probes import checks
+    from muonlab.probes import problem
+
+    _, plus = checks._second_moves(muonlab.MuonEF, {"lr": 0.1}, 1.0, True)
+    _, minus = checks._second_moves(muonlab.MuonEF, {"lr": 0.1}, -1.0, True)
+    assert all(problem.rel(plus[k], minus[k]) <= 1e-12 for k in plus)  # cleared: no memory at momentum 0
+    opt = muonlab.MuonEF([{"params": [torch.zeros(5, 3, dtype=torch.float64, requires_grad=True)]}], lr=0.1,
+                         momentum=0.0)
+    (W,) = opt.param_groups[0]["params"]
+    W.grad = torch.randn(5, 3, dtype=torch.float64)
+    opt.step()
+    assert opt.state[W][ERROR_KEY].norm() > 0  # what the clearing removes
+
+
+def test_first_move_is_exactly_proportional_to_lr_with_newton_schulz():
+    """The direction stages see P/||P||: with NS (eps 1e-7) the first EF move at lr/2 is half the move at lr to 1e-12."""
+    moves = []
+    for lr in (0.1, 0.05):
+        W = torch.zeros(6, 4, dtype=torch.float64, requires_grad=True)
+        opt = muonlab.MuonEF([{"params": [W]}], lr=lr, orthogonalizer="newton_schulz")
+        W.grad = 1e-6 * torch.randn(6, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+        opt.step()
+        moves.append(W.detach().clone())
+    assert ((moves[1] - 0.5 * moves[0]).norm() / moves[1].norm()).item() < 1e-12

@@ -14,6 +14,7 @@ from .optim import (
     AdamW,
     ChainOptimizer,
     Muon,
+    MuonEF,
     NorMuon,
     OptimizerInfo,
     SFNorMuon,
@@ -28,7 +29,7 @@ from .routing import classify, param_groups
 __version__ = "0.1.0"
 
 __all__ = [
-    "NAMO", "NAMOD", "AdaGO", "AdaMuon", "AdamSingleBeta", "AdamW", "ChainOptimizer", "Muon", "NorMuon", "OptimizerInfo", "SFNorMuon", "TrasMuon",
+    "NAMO", "NAMOD", "AdaGO", "AdaMuon", "AdamSingleBeta", "AdamW", "ChainOptimizer", "Muon", "MuonEF", "NorMuon", "OptimizerInfo", "SFNorMuon", "TrasMuon",
     "classify", "diagnostics", "optimizer_infos", "optimizers", "orth", "param_groups", "register",
     "Pion", "NGNM",
 ]

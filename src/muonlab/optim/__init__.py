@@ -4,6 +4,7 @@ Importing a preset module registers its classes, so the import order below is th
 """
 
 from .presets import AdamW, Muon  # registers "adamw", "muon"
+from .muon_ef import MuonEF  # registers "muon-ef"
 from .namo import NAMO, NAMOD  # registers "namo", "namo-d"
 from .adago import AdaGO  # registers "adago"
 from .trasmuon import TrasMuon  # registers "trasmuon"
@@ -17,7 +18,7 @@ from .pion import Pion  # registers "pion"
 from .ngnm import NGNM  # registers "ngnm"
 
 __all__ = [
-    "NAMO", "NAMOD", "AdaGO", "AdaMuon", "AdamSingleBeta", "AdamW", "ChainOptimizer", "Muon", "NorMuon", "OptimizerInfo", "SFNorMuon", "TrasMuon",
+    "NAMO", "NAMOD", "AdaGO", "AdaMuon", "AdamSingleBeta", "AdamW", "ChainOptimizer", "Muon", "MuonEF", "NorMuon", "OptimizerInfo", "SFNorMuon", "TrasMuon",
     "optimizer_infos", "optimizers", "register",
     "Pion", "NGNM",
 ]

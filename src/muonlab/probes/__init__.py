@@ -8,7 +8,8 @@ registered optimizer (and each of its sample hyperparameter sets, ``OptimizerInf
 groups     every param group moves after a step with nonzero gradients
 scheduler  ``LambdaLR`` reaches every group: x0.5 from the start halves the first move exactly;
            x0.5 after ``scheduler.step()`` roughly halves the next one
-momentum   the second step remembers the sign of the first gradient (and forgets it at momentum 0)
+momentum   the second step remembers the sign of the first gradient (and forgets it at momentum 0;
+           error-feedback residuals, which remember it by design, are cleared between the steps)
 decay      decoupled decay shrinks by exactly ``1 - lr wd`` (adaptive: linearly in wd, once)
 adam       the AdamW part moves ~lr at gradient scales 1e-3, 1e3 and 1e30 (Adam, not SGD)
 routing    a transformers-style ``Conv1D`` is orthogonalized as ``W^T`` (its update is its ``nn.Linear``

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ..stages import decay_weights
+from ..stages.error_feedback import ERROR_KEY, enabled as error_feedback
 from . import problem as P
 
 
@@ -88,6 +89,21 @@ def _has_momentum(group: dict[str, Any]) -> bool:
     return group.get("momentum", 0) > 0
 
 
+def forget_residuals(opt: Any) -> None:
+    """Zero the error-feedback residual of every group that has one (``error_feedback=True``).
+
+    The residual remembers the part of the first step that was not applied, by design and at any
+    momentum (docs/optimizers/error_feedback.md); cleared between the two steps, the only memory of
+    the first gradient left is the momentum's, so the momentum probe tests what it tests elsewhere.
+    """
+    for group in opt.param_groups:
+        if group.get("algorithm") != "adamw" and error_feedback(group):
+            for p in group["params"]:
+                E = opt.state[p].get(ERROR_KEY)
+                if E is not None:
+                    E.zero_()  # a view into the stacked buffer: the next step reads the zeros
+
+
 def _second_moves(cls: type, kwargs: dict[str, Any], sign: float, no_momentum: bool
                   ) -> tuple[P.Members, dict[str, Tensor]]:
     """Moves of the second step after a first gradient ``sign * g0`` (momentum zeroed in the groups if asked)."""
@@ -100,6 +116,7 @@ def _second_moves(cls: type, kwargs: dict[str, Any], sign: float, no_momentum: b
             elif "momentum" in group:
                 group["momentum"] = 0.0
     P.step_with(opt, params, {n: sign * g for n, g in P.random_grads(0).items()})
+    forget_residuals(opt)
     # A small second gradient, so that the history dominates its direction (AdaMuon takes the sign of
     # the Nesterov mix before orthogonalizing: a second gradient as large as the first may keep every sign).
     return P.members(opt, params), P.step_with(opt, params, P.random_grads(1, scale=0.1))
@@ -114,6 +131,8 @@ def probe_momentum(cls: type, kwargs: dict[str, Any]) -> str | None:
     even in ``g0``, so only a first moment can tell the runs apart: with the momentum set to 0 in the
     groups the second moves agree to 1e-12. (A zero second gradient would not do: AdaGO's step size is
     proportional to the current gradient's norm.) Weight decay is 0 here (the decay probe checks it).
+    Error-feedback residuals are zeroed between the two steps (:func:`forget_residuals`): they remember
+    the first step at any momentum, by design, and would otherwise hide a missing momentum stage.
 
     Breaks on: a chain without its momentum stage; a momentum stage that ignores the group's coefficient.
     """

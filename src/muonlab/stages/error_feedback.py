@@ -61,7 +61,12 @@ def accumulate_error(stack: Stack) -> None:
         return
     E = stack.buffer(ERROR_KEY)  # (k, m, n)
     E.add_(stack.hp("lr") * stack.update)
-    stack.update = E  # read, not written, by the direction stages (they return new tensors)
+    # The direction stages get P / ||P||_F, not P: Newton-Schulz normalises by ||X||_F + eps, and that
+    # eps would make the compressor not quite positively homogeneous (C(cP) != c C(P) at small ||P||),
+    # which EF's analysis assumes and an lr schedule would feel (first move not exactly proportional
+    # to lr). Every direction stage is invariant to a positive scale of its input otherwise.
+    (norm,) = stack.norms((E, (-2, -1)))  # (k,), overflow-safe
+    stack.update = E / stack.per_item(torch.where(norm > 0, norm, 1.0))  # a new tensor: E stays P
 
 
 def _shape_of_step(stack: Stack) -> torch.Tensor | None:
