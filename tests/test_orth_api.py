@@ -170,7 +170,7 @@ def test_available_names():
     """available() lists every documented name."""
     assert orth.available() == sorted(
         ["newton_schulz", "jordan", "you", "polar_express", "polar_express_dion", "cubic", "gram_newton_schulz", "svd",
-         "turbo_muon", "aol", "auto"]
+         "turbo_muon", "aol", "auto", "auto_you"]
     )
 
 

@@ -69,7 +69,7 @@ def test_report_structure(tmp_path, capsys):
     assert header == COLUMNS
     res = json.loads(path.read_text())
     names = list(res["rows"])
-    assert names[0] == "torch.optim.AdamW (foreach)" and "muonlab.Muon orthogonalizer=auto" in names
+    assert names[0] == "torch.optim.AdamW (foreach)" and "muonlab.Muon orthogonalizer=newton_schulz" in names
     assert len(out) == 4 + len(names) + len(res["errors"])
     for name, r in res["rows"].items():
         assert r["ms"] > 0 and r["state_mb"] > 0

@@ -33,7 +33,7 @@ import torch
 from . import optim
 from . import orth as O
 from .perf_sets import NAMED, gpt_shapes, shape_set
-from .stages.orthogonalize import as_dtype, native_bf16
+from .stages.orthogonalize import as_dtype, auto_schedule, native_bf16
 
 
 def gpt_matrices(d: int, layers: int, device: str, dtype: torch.dtype) -> list[torch.Tensor]:
@@ -106,7 +106,9 @@ def candidates() -> dict[str, Callable[[list[torch.Tensor], list[torch.Tensor]],
     for name, cls in optim.optimizers().items():
         if getattr(cls, "default_algorithm", "orthogonal") != "adamw":  # AdamW (and its configurations) below
             out[f"muonlab.{cls.__name__}"] = lambda h, a, cls=cls: cls(groups(h, a))
-    out["muonlab.Muon orthogonalizer=auto"] = lambda h, a: optim.Muon(groups(h, a), orthogonalizer="auto")
+    # the default ("auto": Jordan's polynomial, Gram form per shape) against its plain-NS form and You's schedule
+    out["muonlab.Muon orthogonalizer=newton_schulz"] = lambda h, a: optim.Muon(groups(h, a), orthogonalizer="newton_schulz")
+    out["muonlab.Muon orthogonalizer=auto_you"] = lambda h, a: optim.Muon(groups(h, a), orthogonalizer="auto_you")
     out["muonlab.AdamW"] = lambda h, a: optim.AdamW(h + a)
     return out
 
@@ -142,14 +144,18 @@ class NSTimer:
 
     def _muonlab(self, spec: Any, fn: Callable) -> Callable:
         name = spec.lower().replace("-", "_") if isinstance(spec, str) else ""
-        count = (lambda m, n, s: O.choose(m, n, s).flops) if name == "auto" else (
-            O.auto.gram_flops if name == "gram_newton_schulz" else O.auto.ns_flops)  # SVD: counted as NS
+        schedule = auto_schedule(name)
+
+        def count(m: int, n: int, steps: int, dtype: torch.dtype) -> float:  # SVD: counted as NS
+            if schedule is not None:
+                return O.choose(m, n, steps, dtype, schedule).flops
+            return (O.auto.gram_flops if name == "gram_newton_schulz" else O.auto.ns_flops)(m, n, steps)
 
         def run(X: torch.Tensor, steps: int, dtype: torch.dtype | None = None) -> torch.Tensor:
             _sync(self.device)
             t0 = time.perf_counter()
             Y = fn(X, steps, dtype)
-            self._record(X, t0, count(X.shape[-2], X.shape[-1], steps), dtype)
+            self._record(X, t0, count(X.shape[-2], X.shape[-1], steps, dtype or X.dtype), dtype)
             return Y
         return run
 

@@ -53,7 +53,8 @@ class AdaGO(ChainOptimizer):
         nesterov: Nesterov mix of the orthogonalized momentum (False, as in the paper).
         weight_decay: decoupled ``W <- W (1 - eta wd)`` (0; not in the paper).
         adjust_lr: shape factor after the stepsize, ``"none"`` (paper), ``"spectral"`` or ``"rms"``.
-        ns_steps, orthogonalizer, ns_dtype, batch_3d: the orthogonalizer (5 Jordan NS steps; ns_dtype
+        ns_steps, orthogonalizer, ns_dtype, batch_3d: the orthogonalizer (5 Jordan NS steps, ``"auto"``: as NS
+            or Gram-NS per shape, see :class:`~muonlab.Muon`; ns_dtype
             "auto" = bf16 where matmuls are native bf16, else fp32).
         adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay: the AdamW part (3e-4, (0.9, 0.95),
             1e-10, 0: pytorch-optimizer's AdamW groups).
@@ -88,7 +89,7 @@ class AdaGO(ChainOptimizer):
         weight_decay: float = 0.0,
         adjust_lr: str = "none",
         ns_steps: int = 5,
-        orthogonalizer: Any = "newton_schulz",
+        orthogonalizer: Any = "auto",
         ns_dtype: str | torch.dtype = "auto",
         batch_3d: bool = False,
         error_feedback: bool = False,

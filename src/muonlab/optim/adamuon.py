@@ -46,7 +46,8 @@ class AdaMuon(ChainOptimizer):
         sign_before_orth: orthogonalize ``sign(U)`` (True: paper v2/v3 and official code; False: v1).
         nesterov: Nesterov mix (True, official code).
         ns_steps: orthogonalizer iterations (5).
-        orthogonalizer: registry name or callable (``"newton_schulz"``, Jordan's quintic).
+        orthogonalizer: registry name or callable (``"auto"``: Jordan's quintic, as NS or, where cheaper, as
+            Gram-NS of the same polynomial; see :class:`~muonlab.Muon`).
         ns_dtype: compute dtype of the iteration (``"auto"``: bf16 where matmuls are native bf16, else
             fp32; fp64 parameters use fp64).
         batch_3d: treat 3-D parameters as batches of matrices.
@@ -80,7 +81,7 @@ class AdaMuon(ChainOptimizer):
         sign_before_orth: bool = True,
         nesterov: bool = True,
         ns_steps: int = 5,
-        orthogonalizer: Any = "newton_schulz",
+        orthogonalizer: Any = "auto",
         ns_dtype: str | torch.dtype = "auto",
         batch_3d: bool = False,
         error_feedback: bool = False,

@@ -58,7 +58,8 @@ class NAMO(ChainOptimizer):
         scale_coeff: ``kappa`` of the official shape factor (0.2; ignored by ``"paper"``).
         conv_shape: ``"leading"`` (official: ``A, B = W.shape[:2]``, i.e. out and in channels of a
             conv) or ``"flattened"`` (the ``(out, rest)`` matrix view); only N-D weights differ.
-        ns_steps, orthogonalizer, ns_dtype, batch_3d: the orthogonalizer (5 Jordan NS steps, "auto" =
+        ns_steps, orthogonalizer, ns_dtype, batch_3d: the orthogonalizer (5 Jordan NS steps, ``"auto"``: as
+            NS or Gram-NS per shape, see :class:`~muonlab.Muon`; ns_dtype "auto" =
             bf16 where matmuls are native bf16, else fp32; the official code casts the lr to bf16 too, muonlab keeps it fp32).
         adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay: the AdamW part. The official code
             shares ``lr`` with it; reproduce with ``adamw_lr=lr, adamw_weight_decay=0``.
@@ -94,7 +95,7 @@ class NAMO(ChainOptimizer):
         scale_coeff: float = 0.2,
         conv_shape: str = "leading",
         ns_steps: int = 5,
-        orthogonalizer: Any = "newton_schulz",
+        orthogonalizer: Any = "auto",
         ns_dtype: str | torch.dtype = "auto",
         batch_3d: bool = False,
         error_feedback: bool = False,

@@ -86,7 +86,7 @@ class NGNM(ChainOptimizer):
         direction: str = "sgd",
         weight_decay: float = 0.0,
         ns_steps: int = 5,
-        orthogonalizer: Any = "newton_schulz",
+        orthogonalizer: Any = "auto",
         ns_dtype: str | torch.dtype = "auto",
         adjust_lr: str | None = None,
         batch_3d: bool = False,

@@ -53,7 +53,8 @@ class NorMuon(ChainOptimizer):
         variant: ``"official"`` | ``"paper"`` (see above).
         nesterov: Nesterov mix (None: True official, False paper).
         ns_steps: orthogonalizer iterations (5).
-        orthogonalizer: registry name or callable (``"newton_schulz"``, Jordan's quintic).
+        orthogonalizer: registry name or callable (``"auto"``: Jordan's quintic, as NS or, where cheaper, as
+            Gram-NS of the same polynomial; see :class:`~muonlab.Muon`).
         ns_dtype: compute dtype of the iteration (``"auto"``: bf16 where matmuls are native bf16, else
             fp32; fp64 parameters use fp64).
         adjust_lr: shape factor (None: ``"spectral"`` official, ``"none"`` paper).
@@ -89,7 +90,7 @@ class NorMuon(ChainOptimizer):
         variant: str = "official",
         nesterov: bool | None = None,
         ns_steps: int = 5,
-        orthogonalizer: Any = "newton_schulz",
+        orthogonalizer: Any = "auto",
         ns_dtype: str | torch.dtype = "auto",
         adjust_lr: str | None = None,
         batch_3d: bool = False,

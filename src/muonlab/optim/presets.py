@@ -52,8 +52,11 @@ class Muon(ChainOptimizer):
         nesterov: Nesterov mix (True).
         weight_decay: decoupled decay (0, as in Jordan's class; his README uses 0.01).
         ns_steps: orthogonalizer iterations (5).
-        orthogonalizer: registry name (``"newton_schulz"``, ``"polar_express"``, ``"svd"``, ...) or a
-            callable ``X -> Orth(X)``.
+        orthogonalizer: registry name or a callable ``X -> Orth(X)``. ``"auto"`` (default): Jordan's
+            quintic, the polynomial of the authors' code and ``torch.optim.Muon``, computed per shape as
+            Newton–Schulz or, for rectangular matrices in fp32/fp64, as Gram–Newton–Schulz (same polynomial,
+            fewer FLOPs; ``describe()`` shows the pick). ``"newton_schulz"`` is the plain form;
+            ``"polar_express"``, ``"auto_you"``, ``"svd"``, ... change the polynomial (docs/orthogonalizers.md).
         ns_dtype: compute dtype of the iteration: ``"auto"`` (bf16 on GPUs and on CPUs with native bf16
             matmuls (AVX512-BF16 / AMX), else fp32), or
             ``"bfloat16"``, ``"float32"``, ... (fp64 parameters always use fp64).
@@ -92,7 +95,7 @@ class Muon(ChainOptimizer):
         nesterov: bool = True,
         weight_decay: float = 0.0,
         ns_steps: int = 5,
-        orthogonalizer: Any = "newton_schulz",
+        orthogonalizer: Any = "auto",
         ns_dtype: str | torch.dtype = "auto",
         adjust_lr: str = "spectral",
         momentum_form: str = "ema",

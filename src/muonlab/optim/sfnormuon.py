@@ -86,7 +86,7 @@ class SFNorMuon(ChainOptimizer):
         warmup_steps: int = 0,
         nesterov: bool = False,
         ns_steps: int = 5,
-        orthogonalizer: Any = "newton_schulz",
+        orthogonalizer: Any = "auto",
         ns_dtype: str | torch.dtype = "auto",
         batch_3d: bool = False,
         adamw_lr: float = 3e-4,

@@ -32,7 +32,7 @@ from ..distributed.engine import Bucket, build_contexts, finite
 from ..stages import Stack, adam, decay_weights, shape_factor
 from ..stages.adam import adamw_inplace
 from ..stages.adam import fused_applies as adam_fused_applies
-from ..stages.orthogonalize import describe_orthogonalizer
+from ..stages.orthogonalize import auto_schedule, describe_orthogonalizer
 from . import validate as V
 
 Stage = Callable[[Stack], None]
@@ -205,7 +205,7 @@ class ChainOptimizer(Optimizer):
                 if group["algorithm"] != "adamw" and group.get("layout", "out_in") == "in_out":
                     view_text += " (W^T)"
                 algorithm = group["algorithm"]
-                if algorithm != "adamw" and str(group.get("orthogonalizer", "")).lower() == "auto":
+                if algorithm != "adamw" and auto_schedule(group.get("orthogonalizer")) is not None:
                     algorithm += f" ({describe_orthogonalizer(group, view[0], view[1], p)})"  # the per-shape pick
                 rows.append((
                     name, "x".join(map(str, p.shape)), view_text,

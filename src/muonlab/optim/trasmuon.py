@@ -65,8 +65,10 @@ class TrasMuon(ChainOptimizer):
         sf_enabled: mix the schedule-free average of past gates into c (True).
         sf_mix: mu_sf (0.3).
         sf_exclude_warmup: leave warmup steps out of the SF average (True).
-        ns_steps: orthogonalizer iterations (5; with ``"you"`` at most 5, as in the authors' code).
-        orthogonalizer: registry name or callable (``"you"``, You's 5-step schedule).
+        ns_steps: orthogonalizer iterations (5; with You's schedule at most 5, as in the authors' code).
+        orthogonalizer: registry name or callable (``"auto_you"``: You's 5-step schedule, the authors',
+            computed per shape as Newton–Schulz or as the same polynomial on the Gram matrix, whichever has
+            fewer FLOPs; ``"you"`` is the plain form).
         ns_eps: ``eps`` of the Newton–Schulz normalization ``X / (||X||_F + eps)`` (1e-8, the authors'
             ``eps``; muonlab's other optimizers use 1e-7 as Jordan's and torch's code). Ignored by
             orthogonalizers without a normalization eps (``"svd"``, callables without ``eps``).
@@ -120,7 +122,7 @@ class TrasMuon(ChainOptimizer):
         sf_mix: float = 0.3,
         sf_exclude_warmup: bool = True,
         ns_steps: int = 5,
-        orthogonalizer: Any = "you",
+        orthogonalizer: Any = "auto_you",
         ns_dtype: str | torch.dtype = "auto",
         ns_eps: float = 1e-8,
         batch_3d: bool = False,
@@ -170,7 +172,7 @@ class TrasMuon(ChainOptimizer):
         V.boolean("error_feedback", group.get("error_feedback", False))
         for key in ("col_gate_enabled", "use_energy_trigger", "sf_enabled", "sf_exclude_warmup"):
             V.boolean(key, group[key])
-        if group["orthogonalizer"] == "you" and group["ns_steps"] > len(orth.YOU):
+        if group["orthogonalizer"] in ("you", "auto_you") and group["ns_steps"] > len(orth.YOU):
             # The authors' code silently caps at the 5 entries of the schedule; ask for what runs.
             raise ValueError(f"ns_steps={group['ns_steps']!r}: You's schedule has {len(orth.YOU)} steps; expected <= 5")
 

@@ -6,7 +6,8 @@ Kernels:
     * :func:`gram_newton_schulz` -- the same iteration run on the small Gram matrix.
     * :func:`aol_newton_schulz` -- Turbo-Muon: AOL row scaling instead of Frobenius normalisation.
     * :func:`svd_polar` -- exact polar factor by SVD (reference).
-    * :func:`auto_orthogonalize` (``"auto"``) -- per shape, the fewest FLOPs within Jordan x5's accuracy.
+    * :func:`auto_orthogonalize` (``"auto"``: Jordan's quintic, the presets' default; ``"auto_you"``) --
+      per shape, NS or Gram-NS of the same polynomial, whichever has fewer FLOPs.
     * :func:`polar_express_coefficients` -- the Polar Express minimax schedule generator.
 
 Registry: :func:`resolve` (name or callable -> ``f(X, steps, dtype)``) and :func:`available`.

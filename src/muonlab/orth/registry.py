@@ -43,6 +43,15 @@ def _aol(X: Tensor, steps: int = 5, dtype: torch.dtype | None = None) -> Tensor:
     return aol_newton_schulz(X, steps, dtype=dtype)
 
 
+def _auto(schedule: str) -> Orthogonalizer:
+    def orthogonalize(X: Tensor, steps: int = 5, dtype: torch.dtype | None = None, eps: float = 1e-7) -> Tensor:
+        return auto_orthogonalize(X, steps, dtype, eps, schedule)
+
+    orthogonalize.__name__ = "auto" if schedule == "jordan" else f"auto_{schedule}"
+    orthogonalize.__doc__ = f"auto_orthogonalize(X, steps, dtype, eps, schedule={schedule!r}): NS or Gram-NS per shape."
+    return orthogonalize
+
+
 def _svd(X: Tensor, steps: int = 5, dtype: torch.dtype | None = None) -> Tensor:
     """svd_polar(X); ``steps`` and ``dtype`` are ignored (the SVD runs in fp32/fp64)."""
     del steps, dtype
@@ -60,7 +69,9 @@ _REGISTRY: dict[str, Orthogonalizer] = {
     "turbo_muon": _aol,  # AOL-preconditioned NS (Boissin et al., arXiv 2512.04632)
     "aol": _aol,
     "svd": _svd,
-    "auto": auto_orthogonalize,  # per shape: You x5 as NS or Gram-NS, whichever has fewer FLOPs (orth/auto.py)
+    # per shape, NS or Gram-NS of the same polynomial, whichever has fewer FLOPs (orth/auto.py):
+    "auto": _auto("jordan"),  # the presets' default: Jordan's quintic, Gram form only where validated
+    "auto_you": _auto("you"),
 }
 
 

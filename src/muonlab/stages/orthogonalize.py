@@ -83,13 +83,23 @@ def sign(stack: Stack) -> None:
 def describe_orthogonalizer(group: dict, m: int, n: int, p: torch.Tensor) -> str:
     """What the group's orthogonalizer runs on an ``m x n`` view of ``p``, for tables.
 
-    ``"auto"`` is resolved per shape (``muonlab.orth.choose``), e.g. ``"auto: gram you x5"``;
-    other names are returned as given, callables by their ``__name__``.
+    ``"auto"`` / ``"auto_you"`` are resolved per shape (``muonlab.orth.choose``), e.g.
+    ``"auto: gram jordan x5"``; other names are returned as given, callables by their ``__name__``.
     """
-    spec = group.get("orthogonalizer", "newton_schulz")
+    spec = group.get("orthogonalizer", "auto")
     if not isinstance(spec, str):
         return getattr(spec, "__name__", "callable")
-    if spec.lower() != "auto":
+    schedule = auto_schedule(spec)
+    if schedule is None:
         return spec
     dtype = torch.float64 if p.dtype == torch.float64 else as_dtype(group["ns_dtype"], p.device)
-    return "auto: " + orth.choose(m, n, group["ns_steps"], dtype).label()
+    return f"{spec}: " + orth.choose(m, n, group["ns_steps"], dtype, schedule).label()
+
+
+#: registry names resolved per shape, and the schedule each iterates
+_AUTO_SCHEDULES = {"auto": "jordan", "auto_you": "you"}
+
+
+def auto_schedule(spec: object) -> str | None:
+    """The schedule of a per-shape registry name (``"auto"``, ``"auto_you"``), else None."""
+    return _AUTO_SCHEDULES.get(spec.lower().replace("-", "_")) if isinstance(spec, str) else None
