@@ -23,7 +23,7 @@ SHAPES = [(34, 20), (34, 20), (20, 34), (16, 16), (16, 16), (16, 16), (8, 40), (
 COLS = (12, 8)  # sharded by columns under FSDP2 (Shard(1): even division over 2 and 4)
 EXPERTS = (3, 6, 4)  # batch_3d: 3 matrices 6 x 4, sharded over the matrices (2, 1) / (1, 1, 1, 0)
 CONV1D = (5, 12)  # stored (in, out), layout="in_out": FSDP2's Shard(0) splits the columns of W^T, unevenly
-ORTHOGONAL = ["muon", "namo", "namo-d", "adago", "trasmuon", "normuon", "adamuon", "sfnormuon"]
+ORTHOGONAL = ["muon", "muon-ef", "namo", "namo-d", "adago", "trasmuon", "normuon", "adamuon", "sfnormuon"]
 TOL = 1e-12
 
 
@@ -207,7 +207,7 @@ def replicated_bf16(rank: int, world: int) -> None:
 # all_reduce calls per step: (per row-sharded stack, per column-sharded stack), all_gather per
 # column-sharded stack (TrasMuon's median of column energies).
 ALL_REDUCES = {
-    "muon": (0, 0, 0), "namo": (1, 1, 0), "namo-d": (1, 1, 0), "adago": (1, 1, 0),
+    "muon": (0, 0, 0), "muon-ef": (2, 2, 0), "namo": (1, 1, 0), "namo-d": (1, 1, 0), "adago": (1, 1, 0),
     "trasmuon": (2, 2, 1), "normuon": (1, 2, 0), "adamuon": (1, 1, 0), "sfnormuon": (1, 2, 0),
 }
 ROW_STACKS, COL_STACKS = 6, 2  # (34,20) (20,34) (16,16) (8,40) (3,5) (6,5); (12,8) and the conv1d (12,5)
