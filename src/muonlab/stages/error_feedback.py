@@ -10,7 +10,7 @@ momentum. Its algorithm box was not retrieved; this is the standard error-feedba
 the preset's direction pipeline as a scaled "compressor"::
 
     P  <- E + lr U                       # U: the preset's (Nesterov) momentum; E: the residual, 0 at start
-    D  <- Dir(P)                         # the preset's direction stages on P (Orth, row/column/element
+    D  <- Dir(P / ||P||_F)               # the preset's direction stages on P (Orth, row/column/element
                                          #   reshaping), per-matrix scalars dropped (see keep_residual)
     a  <- <P, D> / ||D||_F^2             # Muon, exact polar factor, full-rank P: ||P||_* / min(m, n)
     E  <- P - a D                        # a D: the least-squares multiple of D closest to P
@@ -51,7 +51,7 @@ def enabled(group: dict) -> bool:
 
 
 def accumulate_error(stack: Stack) -> None:
-    """``P <- E + lr U`` into the residual buffer, which becomes the input of the direction stages.
+    """``P <- E + lr U`` into the residual buffer; ``P / ||P||_F`` becomes the input of the direction stages.
 
     No-op unless the group's ``error_feedback`` is True. Runs after the momentum and any stage that
     reads the momentum's magnitude (NAMO's norm ratio), right before the first direction stage
