@@ -257,3 +257,25 @@ def test_contract_with_error_feedback(name):
     contract.test_state_dict_round_trip(cls, kw)
     contract.test_deterministic(cls, kw)
     reliability.test_skip_leaves_everything_bitwise_unchanged(cls, kw, math.nan)
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_flag_off_is_bitwise_the_chain_without_the_ef_stages(name):
+    """error_feedback=False steps bitwise like the same preset with accumulate_error / keep_residual removed (fp32, NS)."""
+    from muonlab.stages.error_feedback import accumulate_error, keep_residual
+
+    cls, kw = PRESETS[name]
+    bare = type("Bare" + cls.__name__, (cls,), {
+        "chain": tuple(s for s in cls.chain if s not in (accumulate_error, keep_residual))})
+    assert len(bare.chain) == len(cls.chain) - 2
+    shapes = [(9, 4), (3, 2, 2, 2)]
+    runs = []
+    for c in (cls, bare):
+        params = [p.detach().float().requires_grad_() for p in _params(shapes)]
+        opt = c([{"params": params}], weight_decay=0.01, **kw)
+        for gs in _grads(shapes, 5):
+            for p, G in zip(params, gs):
+                p.grad = G.float()
+            opt.step()
+        runs.append([p.detach() for p in params])
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
