@@ -228,7 +228,7 @@ def test_residual_is_why_the_probe_clears_it():
 
 
 def test_first_move_is_exactly_proportional_to_lr_with_newton_schulz():
-    """The direction stages see P/||P||: with NS (eps 1e-7) the first EF move at lr/2 is half the move at lr to 1e-12."""
+    """Direction stages see P/||P||: with NS (eps 1e-7) the first move at lr/2 is half the move at lr, to 1e-12."""
     moves = []
     for lr in (0.1, 0.05):
         W = torch.zeros(6, 4, dtype=torch.float64, requires_grad=True)

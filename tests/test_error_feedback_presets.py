@@ -108,7 +108,10 @@ def test_ef_namo_d_equals_reference_fp64(kw):
         assert float((opt.state[p][ERROR_KEY] - E).norm() / r.norm()) < 1e-10
 
 
-@pytest.mark.parametrize("kw", [dict(variant="official"), dict(variant="paper", lr=0.05), dict(variant="official", nesterov=False)],
+NORMUON_CASES = [dict(variant="official"), dict(variant="paper", lr=0.05), dict(variant="official", nesterov=False)]
+
+
+@pytest.mark.parametrize("kw", NORMUON_CASES,
                          ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()))
 def test_ef_normuon_equals_reference_fp64(kw):
     """EF-NorMuon (fp64, SVD) == the plain loop (row-normalised polar(P), projected) to 1e-10 over 20 steps, wd on."""
@@ -207,7 +210,7 @@ def test_namo_scalar_step_cancels_with_adamw_decay():
 
 
 def test_shapes_survive_the_projection():
-    """The row (NorMuon), column (NAMO-D, c < 1) and element (AdaMuon) reshaping is not cancelled: trajectories differ from EF-Muon's."""
+    """Row (NorMuon), column (NAMO-D, c < 1) and element (AdaMuon) reshaping is not cancelled: not EF-Muon's path."""
     muon = _trajectory(muonlab.Muon, lr=0.05, momentum=0.9, nesterov=False)
     for cls, kw in [(muonlab.NorMuon, {}), (muonlab.NAMOD, {"c": 0.5}), (muonlab.AdaMuon, {})]:
         other = _trajectory(cls, lr=0.05, momentum=0.9, nesterov=False, weight_decay=0.0, **kw)
@@ -261,7 +264,7 @@ def test_contract_with_error_feedback(name):
 
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_flag_off_is_bitwise_the_chain_without_the_ef_stages(name):
-    """error_feedback=False steps bitwise like the same preset with accumulate_error / keep_residual removed (fp32, NS)."""
+    """error_feedback=False steps bitwise like the preset without accumulate_error / keep_residual (fp32, NS)."""
     from muonlab.stages.error_feedback import accumulate_error, keep_residual
 
     cls, kw = PRESETS[name]
