@@ -102,6 +102,8 @@ class ChainOptimizer(Optimizer):
         self.validate_group(dict(adamw_defaults, algorithm="adamw", params=[]))
         # stacked state buffers between steps, one per (group, bucket)
         self._stack_cache: dict[tuple, dict[str, Any]] = {}
+        self._compile_kwargs: dict[str, Any] | None = None  # set by compile()
+        self._compiled: dict[tuple, Callable] = {}  # bucket key -> its compiled chain
         super().__init__(self._split_plain(params), dict(defaults, algorithm=self.default_algorithm))
         if self._process_group is not None:
             DM.check_symmetric(self.param_groups, self._process_group)
@@ -336,11 +338,34 @@ class ChainOptimizer(Optimizer):
         steps = stack.buffer("step", "")  # (k,) per-parameter step counters, on the device
         stack.step = steps + 1
         stack.step_size = stack.hp("lr")
-        for stage in b.chain:
-            stage(stack)
-        steps.add_(1)
-        stack.restore_if_skipped()
-        self._write([DM.local(p) for p in params], counts, shape, stack)
+        run = _run_chain
+        # Compiled from a bucket's second step (its state exists), in the local mode only: the
+        # distributed contexts' collectives stay eager.
+        if self._compile_kwargs is not None and b.mode == "local" and "step" in self.state[params[0]]:
+            run = self._compiled.get(b.cache_key)
+            if run is None:
+                run = self._compiled[b.cache_key] = torch.compile(_chain_copy(len(self._compiled)), **self._compile_kwargs)
+        run(stack, b.chain, steps, [DM.local(p) for p in params], counts, shape)
+
+    def compile(self, **kwargs: Any) -> ChainOptimizer:
+        """Compile each bucket's chain of stages with ``torch.compile(**kwargs)``; returns ``self``.
+
+        Opt-in (the name follows ``torch.nn.Module.compile``): ``opt = muonlab.Muon(groups).compile()``.
+        Every bucket (a stack of same-shape matrices of one group) gets its own compiled function,
+        traced at its second step, once its state exists, so the shapes are static and Dynamo's
+        per-function recompile limit is never shared between buckets. Only the local mode is
+        compiled; under DDP / FSDP2 (``process_group=``, DTensor parameters) the step stays eager. Hyperparameters enter as graph
+        inputs (``Stack.hp``), so an LR scheduler that changes ``lr`` every step does not recompile
+        after one warm-up step. The AdamW fast path stays eager (one fused kernel already). Host-side
+        work (bucketing, the non-finite gate) stays eager too. Results equal eager up to the
+        reordering of floating-point arithmetic by the backend.
+
+        Args:
+            kwargs: passed to ``torch.compile`` (``backend``, ``mode``, ``fullgraph``, ...).
+        """
+        self._compile_kwargs = dict(kwargs)
+        self._compiled = {}
+        return self
 
     # Not traced by torch.compile: the fused kernel is already one pass, and tracing it would make
     # the group's float lr a constant guarded by value (an LR scheduler then recompiles every step).
@@ -411,7 +436,7 @@ class ChainOptimizer(Optimizer):
         # The stack cache is rebuilt from the per-parameter state; a process group cannot be
         # pickled, so a copy runs locally until it is given one again.
         state = dict(super().__getstate__(), _adamw_defaults=self._adamw_defaults, _nonfinite=self._nonfinite,
-                     _skipped=self._skipped)
+                     _skipped=self._skipped, _compile_kwargs=self._compile_kwargs)  # compiled graphs are rebuilt
         if getattr(self, "_process_group", None) is not None:
             warnings.warn(f"{type(self).__name__}: the copy drops process_group and runs in local mode", stacklevel=2)
         return state
@@ -422,6 +447,8 @@ class ChainOptimizer(Optimizer):
         self._process_group = None
         self.__dict__.setdefault("_nonfinite", "skip")
         self.__dict__.setdefault("_skipped", None)
+        self.__dict__.setdefault("_compile_kwargs", None)
+        self._compiled = {}
 
     def state_dict(self) -> dict[str, Any]:
         """torch's state dict plus ``muonlab``: format version, optimizer class, group layout."""
@@ -461,3 +488,21 @@ class ChainOptimizer(Optimizer):
             for key, value in saved.get(i, {}).items():
                 if isinstance(value, Tensor) and key in self.state[p]:
                     self.state[p][key] = value.to(device=p.device, copy=True)
+
+
+def _run_chain(
+    stack: Stack, chain: tuple[Stage, ...], steps: Tensor, params: list[Tensor], counts: list[int], shape: tuple[int, ...],
+) -> None:
+    """The stages, the step count, the skip gate's restore and the write: what ``ChainOptimizer.compile`` traces."""
+    for stage in chain:
+        stage(stack)
+    steps.add_(1)  # before the restore, which puts a skipped step's count back too
+    stack.restore_if_skipped()
+    ChainOptimizer._write(params, counts, shape, stack)
+
+
+def _chain_copy(index: int) -> Callable:
+    """A copy of :func:`_run_chain` with its own code object: Dynamo keeps compiled graphs and counts
+    recompiles per code object, so each bucket compiled from its own copy keeps its static-shape graph."""
+    code = _run_chain.__code__.replace(co_name=f"_run_chain_{index}")
+    return type(_run_chain)(code, _run_chain.__globals__, code.co_name, _run_chain.__defaults__, _run_chain.__closure__)

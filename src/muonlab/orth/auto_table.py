@@ -1,8 +1,9 @@
-"""The accuracy / speed table behind ``"auto"`` (``python -m muonlab.orth.auto_table``).
+"""The accuracy / speed table behind ``"auto"`` and ``"auto_you"`` (``python -m muonlab.orth.auto_table``).
 
-For each shape: what ``"auto"`` picks, its FLOPs relative to five Jordan steps, its relative
+For each shape: what the entry (``--entry``, default ``"auto"``) picks, its FLOPs relative to five Jordan steps, its relative
 Frobenius error against the fp64 SVD polar factor next to Jordan x5's on every input family of
-``muonlab.orth.accuracy.FAMILIES`` (the worst ratio auto / Jordan must stay <= 1), and the median
+``muonlab.orth.accuracy.FAMILIES`` (the worst ratio auto / Jordan must stay <= 1, up to round-off for ``"auto"``, which
+is Jordan x5 itself), and the median
 wall time of both, measured round-robin in one process (one call each per round, so machine load
 hits both alike).
 """
@@ -31,18 +32,22 @@ def jordan5(X: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return newton_schulz(X, "jordan", 5, dtype=dtype)
 
 
-def auto5(X: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return auto_orthogonalize(X, 5, dtype)
+#: registry entry -> the schedule it iterates
+ENTRIES = {"auto": "jordan", "auto_you": "you"}
 
 
-def accuracy(m: int, n: int, dtype: torch.dtype, seed: int = 0) -> dict[str, tuple[float, float]]:
-    """family -> (relF of Jordan x5, relF of auto), fp32 input iterated in ``dtype``."""
+def auto5(X: torch.Tensor, dtype: torch.dtype, schedule: str = "jordan") -> torch.Tensor:
+    return auto_orthogonalize(X, 5, dtype, schedule=schedule)
+
+
+def accuracy(m: int, n: int, dtype: torch.dtype, seed: int = 0, schedule: str = "jordan") -> dict[str, tuple[float, float]]:
+    """family -> (relF of Jordan x5, relF of the entry), fp32 input iterated in ``dtype``."""
     out = {}
     for family in FAMILIES:
         X = family_matrix(family, m, n, seed)
         P = svd_polar(X)
         x = X if dtype == torch.float64 else X.float()
-        out[family] = (rel_error(jordan5(x, dtype), P), rel_error(auto5(x, dtype), P))
+        out[family] = (rel_error(jordan5(x, dtype), P), rel_error(auto5(x, dtype, schedule), P))
     return out
 
 
@@ -58,22 +63,22 @@ def round_robin(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, 
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def table(shapes: Sequence[tuple[int, int]], dtype_name: str, rounds: int, batch: int) -> str:
+def table(shapes: Sequence[tuple[int, int]], dtype_name: str, rounds: int, batch: int, entry: str = "auto") -> str:
     """Markdown table: one row per shape."""
-    dtype = DTYPES[dtype_name]
+    dtype, schedule = DTYPES[dtype_name], ENTRIES[entry]
     rows = [
         "| shape (k x m x n) | K/k | auto picks | FLOPs vs Jordan x5 | relF Jordan x5 (gaussian / log-spectrum) | "
         "relF auto (gaussian / log-spectrum) | worst relF auto / Jordan over families | ms Jordan x5 | ms auto | time ratio |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m, n in shapes:
-        c = choose(m, n, 5, dtype)
-        acc = accuracy(m, n, dtype)
+        c = choose(m, n, 5, dtype, schedule)
+        acc = accuracy(m, n, dtype, schedule=schedule)
         worst = max(a / j for j, a in acc.values())
         X = torch.randn(batch, m, n, generator=torch.Generator().manual_seed(1))
         if dtype == torch.float64:
             X = X.double()
-        t = round_robin({"jordan": lambda: jordan5(X, dtype), "auto": lambda: auto5(X, dtype)}, rounds)
+        t = round_robin({"jordan": lambda: jordan5(X, dtype), "auto": lambda: auto5(X, dtype, schedule)}, rounds)
         g, ls = acc["gaussian"], acc["log_spectrum"]
         rows.append(
             f"| {batch}x{m}x{n} | {max(m, n) / min(m, n):.1f} | {c.label()} | {c.flops / ns_flops(m, n, 5):.2f} | "
@@ -86,6 +91,7 @@ def table(shapes: Sequence[tuple[int, int]], dtype_name: str, rounds: int, batch
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m muonlab.orth.auto_table", description=__doc__.splitlines()[0])
     ap.add_argument("--dtype", default="fp32", choices=list(DTYPES), help="iteration dtype (default fp32)")
+    ap.add_argument("--entry", default="auto", choices=list(ENTRIES), help="registry entry (default auto)")
     ap.add_argument("--rounds", type=int, default=5, help="timed round-robin rounds (default 5)")
     ap.add_argument("--batch", type=int, default=1, help="matrices per timed stack (default 1)")
     ap.add_argument("--shapes", nargs="+", default=[f"{m}x{n}" for m, n in SHAPES], help="m x n shapes")
@@ -97,8 +103,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ValueError as err:
         raise ValueError(f"--shapes entries must look like 256x1024, got {args.shapes!r}") from err
     print(f"torch {torch.__version__}, {platform.machine()}, {torch.get_num_threads()} threads, "
-          f"cpu capability {torch.backends.cpu.get_cpu_capability()}, dtype {args.dtype}\n")
-    print(table(shapes, args.dtype, args.rounds, args.batch))
+          f"cpu capability {torch.backends.cpu.get_cpu_capability()}, dtype {args.dtype}, entry {args.entry}\n")
+    print(table(shapes, args.dtype, args.rounds, args.batch, args.entry))
 
 
 if __name__ == "__main__":

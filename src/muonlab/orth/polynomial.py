@@ -67,6 +67,8 @@ def normalize(X: Tensor, prescale: float, eps: float, dtype: torch.dtype | None)
     denom = prescale * norm + eps * p2
     denom = torch.where(denom > 0, denom, torch.ones_like(denom))  # no host sync, no NaN
     out_dtype = dtype if dtype is not None else X.dtype
+    if torch.compiler.is_compiling():  # the compiler plans its own buffers; out= on a strided view breaks the graph
+        return (Xs / denom).to(out_dtype)
     out = Xs if out_dtype == Xs.dtype else torch.empty(Xn.shape, dtype=out_dtype, device=X.device)
     return torch.div(Xs, denom, out=out)
 
@@ -79,6 +81,13 @@ def _iterate(X: Tensor, triples: Sequence[Triple], steps: int) -> Tensor:
     step allocates (on CPUs a fresh large tensor costs page faults every step).
     """
     if steps == 0:
+        return X
+    if torch.compiler.is_compiling():  # the same products, buffers left to the compiler (out= breaks graphs)
+        for t in range(steps):
+            a, b, c = triples[min(t, len(triples) - 1)]
+            A = torch.bmm(X, X.mT)
+            B = A * b if c == 0.0 else torch.baddbmm(A, A, A, beta=b, alpha=c)
+            X = torch.baddbmm(X, B, X, beta=a, alpha=1.0)
         return X
     k = X.shape[-2]
     A = X.new_empty((X.shape[0], k, k))  # X X^T, the small Gram side

@@ -13,9 +13,14 @@ from .base import Stack
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32, "float64": torch.float64}
 
 
-@functools.lru_cache(maxsize=None)
+@torch.compiler.assume_constant_result  # a fixed property of the machine: a constant in compiled steps
 def native_bf16(device_type: str) -> bool:
     """Whether matmuls on this kind of device have native bf16 support (a host-side query, cached)."""
+    return _native_bf16(device_type)
+
+
+@functools.lru_cache(maxsize=None)
+def _native_bf16(device_type: str) -> bool:
     if device_type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if device_type == "cpu":
@@ -43,8 +48,13 @@ def as_dtype(value: str | torch.dtype, device: torch.device | None = None) -> to
     return _DTYPES[value]
 
 
-@functools.lru_cache(maxsize=64)  # bounded: a user callable may come back as a fresh wrapper every step
+@torch.compiler.assume_constant_result  # a property of the function object, fixed while it lives
 def _takes_eps(fn: object) -> bool:
+    return _signature_has_eps(fn)
+
+
+@functools.lru_cache(maxsize=64)  # bounded: a user callable may come back as a fresh wrapper every step
+def _signature_has_eps(fn: object) -> bool:
     try:
         return "eps" in inspect.signature(fn).parameters
     except (TypeError, ValueError):
