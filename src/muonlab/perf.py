@@ -93,8 +93,12 @@ def stock_ns(G: torch.Tensor, abc: tuple[float, float, float], steps: int, eps: 
     return X.T if G.size(0) > G.size(1) else X
 
 
-def candidates() -> dict[str, Callable[[list[torch.Tensor], list[torch.Tensor]], Any]]:
-    """Name -> factory ``(hidden, adamw) -> object with .step() and .state``; Muon variants at their defaults."""
+def candidates(compiled: bool = False) -> dict[str, Callable[[list[torch.Tensor], list[torch.Tensor]], Any]]:
+    """Name -> factory ``(hidden, adamw) -> object with .step() and .state``; Muon variants at their defaults.
+
+    ``compiled``: add ``muonlab.Muon`` with ``opt.compile()`` (inductor; compiles during the warm-up rounds,
+    which therefore must be >= 2: the first step is eager, the second traces).
+    """
     out: dict[str, Callable] = {"torch.optim.AdamW (foreach)": lambda h, a: torch.optim.AdamW(h + a, foreach=True)}
     if hasattr(torch.optim, "Muon"):
         out["torch.optim.Muon + AdamW (bf16 NS)"] = lambda h, a: Stepper(
@@ -109,6 +113,8 @@ def candidates() -> dict[str, Callable[[list[torch.Tensor], list[torch.Tensor]],
     # the default ("auto": Jordan's polynomial, Gram form per shape) against its plain-NS form and You's schedule
     out["muonlab.Muon orthogonalizer=newton_schulz"] = lambda h, a: optim.Muon(groups(h, a), orthogonalizer="newton_schulz")
     out["muonlab.Muon orthogonalizer=auto_you"] = lambda h, a: optim.Muon(groups(h, a), orthogonalizer="auto_you")
+    if compiled:
+        out["muonlab.Muon .compile()"] = lambda h, a: optim.Muon(groups(h, a)).compile()
     out["muonlab.AdamW"] = lambda h, a: optim.AdamW(h + a)
     return out
 
@@ -205,10 +211,10 @@ def state_bytes(opt: Any) -> int:
 
 
 def run(name_set: str, hidden: list, adamw: list, device: str, steps: int, warmup: int, only: str,
-        ns_steps: int = 2) -> dict[str, Any]:
+        ns_steps: int = 2, compiled: bool = False) -> dict[str, Any]:
     """Time every selected candidate on the set; returns the report as a dict (see :func:`report`)."""
     hp, ap = tensors(hidden, device, torch.float32, 0), tensors(adamw, device, torch.float32, 1)
-    chosen = {k: f for k, f in candidates().items() if not only or any(s in k for s in only.split(","))}
+    chosen = {k: f for k, f in candidates(compiled).items() if not only or any(s in k for s in only.split(","))}
 
     def fresh(ps: list[torch.Tensor]) -> list[torch.Tensor]:
         out = [p.detach().clone().requires_grad_() for p in ps]
@@ -235,8 +241,10 @@ def run(name_set: str, hidden: list, adamw: list, device: str, steps: int, warmu
     gemm_cache: dict[tuple, float] = {}
     for name, opt in opts.items():
         share, achieved, vs_gemm, total = [], 0.0, None, 0.0
+        # A compiled step holds its orthogonalizer inside the graph: the timer cannot see it (no NS share).
+        instrumented = 0 if getattr(opt, "_compile_kwargs", None) is not None else ns_steps
         with NSTimer(device) as nt:
-            for _ in range(ns_steps):
+            for _ in range(instrumented):
                 before = nt.ms
                 _sync(device)
                 t0 = time.perf_counter()
@@ -335,7 +343,9 @@ def check_args(args: argparse.Namespace) -> None:
     if args.set not in NAMED and ":" not in args.set:
         raise ConfigError(f"--set {args.set!r}: expected one of {', '.join(NAMED)} or module:callable")
     check_device(args.device, key="--device")
-    names = list(candidates())
+    if args.compile and args.warmup < 2:
+        raise ConfigError(f"--compile needs --warmup >= 2 (step 1 eager, step 2 compiles), got {args.warmup}")
+    names = list(candidates(args.compile))
     for part in filter(None, args.only.split(",")):
         if not any(part in n for n in names):
             raise ConfigError(f"--only {part!r} matches no candidate (candidates: {'; '.join(names)})")
@@ -354,12 +364,14 @@ def main(argv: list[str] | None = None, parser_class: type[argparse.ArgumentPars
     ap.add_argument("--only", default="", help="comma-separated substrings of candidate names")
     ap.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time muonlab.Muon with opt.compile() (inductor; compiles in the warm-up)")
     args = ap.parse_args(argv)
     check_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     hidden, adamw = shape_set(args.set, d=args.d, layers=args.layers, vocab=args.vocab)
-    res = run(args.set, hidden, adamw, args.device, args.steps, args.warmup, args.only)
+    res = run(args.set, hidden, adamw, args.device, args.steps, args.warmup, args.only, compiled=args.compile)
     print(report(res))
     if args.json:
         with open(args.json, "w") as fh:
