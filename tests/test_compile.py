@@ -48,7 +48,8 @@ SLOW = tuple(n for n, c in optimizers().items() if n not in FAST and getattr(c, 
 
 @pytest.mark.parametrize("name", [*FAST, *(pytest.param(n, marks=pytest.mark.slow) for n in SLOW)])
 def test_compiled_step_equals_eager_without_graph_breaks_or_recompiles(name, fresh_dynamo):
-    """aot_eager (the traced graph, decomposed): equal to eager to fp32 round-off, no graph break, no recompile after warm-up."""
+    """aot_eager (the traced graph, decomposed): equal to eager to fp32 round-off, no graph break, no recompile
+    after the warm-up."""
     cls = optimizers()[name]
     eager = _train(cls, None)
     compiled = _train(cls, {"backend": "aot_eager"})

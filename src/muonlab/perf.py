@@ -111,7 +111,8 @@ def candidates(compiled: bool = False) -> dict[str, Callable[[list[torch.Tensor]
         if getattr(cls, "default_algorithm", "orthogonal") != "adamw":  # AdamW (and its configurations) below
             out[f"muonlab.{cls.__name__}"] = lambda h, a, cls=cls: cls(groups(h, a))
     # the default ("auto": Jordan's polynomial, Gram form per shape) against its plain-NS form and You's schedule
-    out["muonlab.Muon orthogonalizer=newton_schulz"] = lambda h, a: optim.Muon(groups(h, a), orthogonalizer="newton_schulz")
+    out["muonlab.Muon orthogonalizer=newton_schulz"] = lambda h, a: optim.Muon(
+        groups(h, a), orthogonalizer="newton_schulz")
     out["muonlab.Muon orthogonalizer=auto_you"] = lambda h, a: optim.Muon(groups(h, a), orthogonalizer="auto_you")
     if compiled:
         out["muonlab.Muon .compile()"] = lambda h, a: optim.Muon(groups(h, a)).compile()

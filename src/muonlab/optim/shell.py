@@ -344,7 +344,8 @@ class ChainOptimizer(Optimizer):
         if self._compile_kwargs is not None and b.mode == "local" and "step" in self.state[params[0]]:
             run = self._compiled.get(b.cache_key)
             if run is None:
-                run = self._compiled[b.cache_key] = torch.compile(_chain_copy(len(self._compiled)), **self._compile_kwargs)
+                run = torch.compile(_chain_copy(len(self._compiled)), **self._compile_kwargs)
+                self._compiled[b.cache_key] = run
         run(stack, b.chain, steps, [DM.local(p) for p in params], counts, shape)
 
     def compile(self, **kwargs: Any) -> ChainOptimizer:
@@ -353,12 +354,12 @@ class ChainOptimizer(Optimizer):
         Opt-in (the name follows ``torch.nn.Module.compile``): ``opt = muonlab.Muon(groups).compile()``.
         Every bucket (a stack of same-shape matrices of one group) gets its own compiled function,
         traced at its second step, once its state exists, so the shapes are static and Dynamo's
-        per-function recompile limit is never shared between buckets. Only the local mode is
-        compiled; under DDP / FSDP2 (``process_group=``, DTensor parameters) the step stays eager. Hyperparameters enter as graph
-        inputs (``Stack.hp``), so an LR scheduler that changes ``lr`` every step does not recompile
-        after one warm-up step. The AdamW fast path stays eager (one fused kernel already). Host-side
-        work (bucketing, the non-finite gate) stays eager too. Results equal eager up to the
-        reordering of floating-point arithmetic by the backend.
+        per-function recompile limit is never shared between buckets. Hyperparameters enter as
+        graph inputs (``Stack.hp``), so an LR scheduler that changes ``lr`` every step does not
+        recompile after one warm-up step. What stays eager: the first step, the AdamW fast path
+        (one fused kernel already), host-side work (bucketing, the non-finite check) and the
+        distributed modes (DDP / FSDP2 collectives). Results equal eager up to the reordering of
+        floating-point arithmetic by the backend.
 
         Args:
             kwargs: passed to ``torch.compile`` (``backend``, ``mode``, ``fullgraph``, ...).
@@ -491,7 +492,8 @@ class ChainOptimizer(Optimizer):
 
 
 def _run_chain(
-    stack: Stack, chain: tuple[Stage, ...], steps: Tensor, params: list[Tensor], counts: list[int], shape: tuple[int, ...],
+    stack: Stack, chain: tuple[Stage, ...], steps: Tensor, params: list[Tensor], counts: list[int],
+    shape: tuple[int, ...],
 ) -> None:
     """The stages, the step count, the skip gate's restore and the write: what ``ChainOptimizer.compile`` traces."""
     for stage in chain:

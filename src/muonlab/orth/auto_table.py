@@ -40,7 +40,9 @@ def auto5(X: torch.Tensor, dtype: torch.dtype, schedule: str = "jordan") -> torc
     return auto_orthogonalize(X, 5, dtype, schedule=schedule)
 
 
-def accuracy(m: int, n: int, dtype: torch.dtype, seed: int = 0, schedule: str = "jordan") -> dict[str, tuple[float, float]]:
+def accuracy(
+    m: int, n: int, dtype: torch.dtype, seed: int = 0, schedule: str = "jordan",
+) -> dict[str, tuple[float, float]]:
     """family -> (relF of Jordan x5, relF of the entry), fp32 input iterated in ``dtype``."""
     out = {}
     for family in FAMILIES:
