@@ -114,6 +114,9 @@ def candidates(compiled: bool = False) -> dict[str, Callable[[list[torch.Tensor]
     out["muonlab.Muon orthogonalizer=newton_schulz"] = lambda h, a: optim.Muon(
         groups(h, a), orthogonalizer="newton_schulz")
     out["muonlab.Muon orthogonalizer=auto_you"] = lambda h, a: optim.Muon(groups(h, a), orthogonalizer="auto_you")
+    # the cost of the default non-finite gate (snapshots and restores of the state): the same steps without it
+    for cls in (optim.Muon, optim.NAMO, optim.AdaMuon):
+        out[f"muonlab.{cls.__name__} nonfinite=propagate"] = lambda h, a, cls=cls: cls(groups(h, a), nonfinite="propagate")
     if compiled:
         out["muonlab.Muon .compile()"] = lambda h, a: optim.Muon(groups(h, a)).compile()
     out["muonlab.AdamW"] = lambda h, a: optim.AdamW(h + a)
