@@ -212,3 +212,18 @@ def test_tiny_experiment_writes_report_and_figures(tmp_path):
         assert (out / rel).stat().st_size > 1000 and rel in report
     assert len(summary["figures"]) == 9
     assert len(list((out / "runs" / "main").glob("*.jsonl"))) == 2
+    assert "Every training run was trained by this invocation." in report and summary["reused_runs"] == {}
+
+    # The same command again reuses the finished runs and lists them; --fresh retrains every one.
+    assert run(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    # main and sweep runs are reusable; the structure run always retrains (its diagnostics need the live model)
+    runs = {f"{p.parent.name}/{p.stem}" for p in (out / "runs").glob("*/*.jsonl") if p.parent.name != "structure"}
+    assert set(summary["reused_runs"]) == runs and len(runs) > 2
+    report = (out / "report.md").read_text()
+    assert f"**Reused runs** ({len(runs)};" in report and all(f"`{r}`" in report for r in runs)
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/*.jsonl")}  # structure: rewritten anyway
+    fresh = parser.parse_args([str(cfg), "--out", str(tmp_path / "out"), "--no-progress", "--fresh"])
+    assert run(fresh) == 0
+    assert json.loads((out / "summary.json").read_text())["reused_runs"] == {}
+    assert all(p.stat().st_mtime_ns > t for p, t in stamps.items())  # every record rewritten

@@ -43,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a config value with a dotted key and a TOML literal, e.g. --set steps=300 "
                              "--set optimizers.muon.lr=0.03 --set sweep.enabled=false; repeatable")
     parser.add_argument("--no-progress", action="store_true", help="disable the progress bar")
+    parser.add_argument("--fresh", action="store_true",
+                        help="retrain every run, even where a finished record with the same cache key exists")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.out) / cfg.name
     command = "python -m muonlab curvature " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-    summary = run_experiment(cfg, out, progress=not args.no_progress, command=command.strip())
+    summary = run_experiment(cfg, out, progress=not args.no_progress, command=command.strip(), fresh=args.fresh)
     print(f"\nReport: {out / 'report.md'}")
     print("Figures: " + ", ".join(str(out / p) for p in summary["figures"].values()))
     return 0

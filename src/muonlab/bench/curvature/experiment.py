@@ -111,8 +111,12 @@ def _share_trend(runs: list[list[dict]]) -> dict[str, float]:
     return {"early": float(np.median(early)) if early else math.nan, "late": float(np.median(late)) if late else math.nan}
 
 
-def run_experiment(cfg: CurvatureConfig, out: Path, *, progress: bool = True, command: str = "") -> dict[str, Any]:
-    """Run every enabled part, write ``summary.json``, the figures and ``report.md`` under ``out``."""
+def run_experiment(cfg: CurvatureConfig, out: Path, *, progress: bool = True, command: str = "",
+                   fresh: bool = False) -> dict[str, Any]:
+    """Run every enabled part, write ``summary.json``, the figures and ``report.md`` under ``out``.
+
+    Finished runs with the same cache key are reused unless ``fresh``; the report lists each reused run.
+    """
     from muonlab.bench.curvature.report import write_report
 
     out.mkdir(parents=True, exist_ok=True)
@@ -127,6 +131,8 @@ def run_experiment(cfg: CurvatureConfig, out: Path, *, progress: bool = True, co
     figures: dict[str, Path] = {}
     bar = _Progress(_total_steps(cfg), progress)
     tasks: dict = {}
+    reused: dict[str, str] = {}
+    summary["reused_runs"] = reused  # filled as the runs go; run id -> origin of the reused record
     try:
         with bar.running():
             main: dict[str, list[list[dict]]] = {o: [] for o in names}
@@ -134,7 +140,7 @@ def run_experiment(cfg: CurvatureConfig, out: Path, *, progress: bool = True, co
                 for o in names:
                     main[o].append(train(cfg, out, experiment="main", task_cfg=cfg.task, optimizer=o, seed=seed,
                                          steps=cfg.steps, probe_every=cfg.probe_every,
-                                         layer_split=cfg.probe.layer_split, tasks=tasks,
+                                         layer_split=cfg.probe.layer_split, tasks=tasks, fresh=fresh, reused=reused,
                                          on_step=bar.phase(f"main {o} seed {seed}")))
             pairs = [match_by_val_loss(main[base][i], main[ref][i], RATIO_KEYS) for i in range(len(cfg.seeds))]
             match = _mean_curve_match(pairs)
@@ -163,7 +169,7 @@ def run_experiment(cfg: CurvatureConfig, out: Path, *, progress: bool = True, co
                         for o in names:
                             rows = train(cfg, out, experiment="sweep", task_cfg=task_cfg, optimizer=o, seed=seed,
                                          steps=cfg.sweep.steps, probe_every=cfg.sweep.probe_every,
-                                         layer_split=False, tasks=tasks, on_step=bar.phase(f"sweep s={s:g} {o}"),
+                                         layer_split=False, tasks=tasks, fresh=fresh, reused=reused, on_step=bar.phase(f"sweep s={s:g} {o}"),
                                          alt_task=balanced)
                             table[o].setdefault(float(s), []).append(trajectory_average(rows))
                             alt_table[o].setdefault(float(s), []).append(trajectory_average(rows, "curv_alt/nds"))

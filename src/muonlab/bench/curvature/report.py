@@ -168,6 +168,18 @@ def _quadratic_section(s: dict, lines: list[str]) -> None:
               f"![quadratic]({s['figures']['quadratic']})", f"![traces]({s['figures']['quadratic_traces']})", ""]
 
 
+def _reuse_section(summary: dict, lines: list[str]) -> None:
+    """How many training runs were reused, and where each came from (``--fresh`` retrains them all)."""
+    reused = summary.get("reused_runs") or {}
+    if not reused:
+        lines += ["Every training run was trained by this invocation.", ""]
+        return
+    # (the section-5 structure run is never reused: its diagnostics need the live model)
+    lines += [f"**Reused runs** ({len(reused)}; same cache key: resolved config, muonlab version, git commit and "
+              "dirty flag, source hash, torch, device, ns dtype; `--fresh` retrains them):", ""]
+    lines += [f"- `{run_id}`: {origin}" for run_id, origin in sorted(reused.items())] + [""]
+
+
 def write_report(summary: dict, path: Path) -> None:
     """Write the markdown report for ``summary`` (as produced by ``run_experiment``)."""
     cfg = summary["config"]
@@ -181,6 +193,7 @@ def write_report(summary: dict, path: Path) -> None:
              + "; ".join(f"{o} {h}" for o, h in cfg["optimizers"].items()) + ".", "",
              f"Command: `{summary.get('command') or 'python -m muonlab curvature'}` — wall time "
              f"{_f(summary.get('wall_time_s'), '.0f')} s.", ""]
+    _reuse_section(summary, lines)
     _main_section(summary, lines)
     _layers_section(summary, lines)
     _sweep_section(summary, lines)

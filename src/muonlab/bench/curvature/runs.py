@@ -21,7 +21,8 @@ import muonlab
 from muonlab import diagnostics as dg
 from muonlab.bench.curvature.config import CurvatureConfig, StructureConfig
 from muonlab.bench.curvature.probe import CurvatureProbe
-from muonlab.bench.runner import RunSpec, finished_summary, load_run, run
+from muonlab.bench import provenance
+from muonlab.bench.runner import RunSpec, load_run, reusable_run, run
 from muonlab.bench.tasks import make_task
 
 OnStep = Callable[[int, int], None]
@@ -35,8 +36,13 @@ def _task(task_cfg: dict[str, Any]) -> Any:
 
 def train(cfg: CurvatureConfig, out: Path, *, experiment: str, task_cfg: dict[str, Any], optimizer: str,
           seed: int, steps: int, probe_every: int, layer_split: bool, on_step: OnStep | None = None,
-          tasks: dict | None = None, alt_task: dict[str, Any] | None = None) -> list[dict]:
-    """One probed run; returns its step rows (reused from ``out`` when already finished)."""
+          tasks: dict | None = None, alt_task: dict[str, Any] | None = None, fresh: bool = False,
+          reused: dict[str, str] | None = None) -> list[dict]:
+    """One probed run; returns its step rows.
+
+    A finished record with the same cache key is reused from ``out`` unless ``fresh``; ``reused`` (if given)
+    collects ``run id -> where the record came from`` for every reused run.
+    """
     hp = dict(cfg.optimizers[optimizer])
     lr = float(hp.pop("lr"))
     probe_kw = {**dataclasses.asdict(cfg.probe), "every": probe_every, "layer_split": layer_split}
@@ -46,7 +52,10 @@ def train(cfg: CurvatureConfig, out: Path, *, experiment: str, task_cfg: dict[st
                    hparams=hp, steps=steps, eval_every=probe_every, target=None, grad_clip=cfg.grad_clip,
                    schedule=dict(cfg.schedule), callbacks={"curvature": probe_kw})
     path = out / "runs" / experiment / f"{spec.run_id}.jsonl"
-    if finished_summary(path) is None:
+    found = None if fresh else reusable_run(path, spec)
+    if found is not None and reused is not None:
+        reused[f"{experiment}/{spec.run_id}"] = provenance.describe(found[0])
+    if found is None:
         key = repr(sorted(task_cfg.items()))
         if tasks is None or key not in tasks:
             task = _task(task_cfg)
