@@ -237,3 +237,14 @@ def test_first_move_is_exactly_proportional_to_lr_with_newton_schulz():
         opt.step()
         moves.append(W.detach().clone())
     assert ((moves[1] - 0.5 * moves[0]).norm() / moves[1].norm()).item() < 1e-12
+
+
+def test_describe_marks_error_feedback_and_its_sgd_scale_lr():
+    """describe(): an EF group is marked "+EF" and its effective lr is lr itself (the projection sets the size)."""
+    import re
+
+    W = torch.nn.Parameter(torch.randn(64, 16))  # tall: Muon's spectral factor sqrt(64 / 16) = 2
+    plain, ef = (re.split(r"\s{2,}", cls([{"params": [W]}], lr=0.1).describe().splitlines()[2])
+                 for cls in (muonlab.Muon, muonlab.MuonEF))
+    assert ef[3].endswith("+EF") and not plain[3].endswith("+EF")
+    assert (plain[4], plain[5]) == ("0.1", "0.2") and (ef[4], ef[5]) == ("0.1", "0.1")

@@ -32,6 +32,7 @@ from ..distributed.engine import Bucket, build_contexts, finite
 from ..stages import Stack, adam, decay_weights, shape_factor
 from ..stages.adam import adamw_inplace
 from ..stages.adam import fused_applies as adam_fused_applies
+from ..stages.error_feedback import enabled as error_feedback_enabled
 from ..stages.orthogonalize import auto_schedule, describe_orthogonalizer
 from . import validate as V
 
@@ -201,7 +202,9 @@ class ChainOptimizer(Optimizer):
                     where += " " + DM.sharding_of(p, group, bool(group.get("batch_3d", False))).kind
                 view, count, _ = self.matrix_view(p, group)
                 eff = group["lr"]
-                if group["algorithm"] != "adamw" and "adjust_lr" in group:
+                # With error feedback lr scales the momentum before the projection (SGD units) and the
+                # projection sets the step's size: no shape factor applies.
+                if group["algorithm"] != "adamw" and "adjust_lr" in group and not error_feedback_enabled(group):
                     eff *= shape_factor(view[0], view[1], group["adjust_lr"])
                 view_text = ("%dx" % count if count > 1 else "") + "x".join(map(str, view))
                 if group["algorithm"] != "adamw" and group.get("layout", "out_in") == "in_out":
@@ -209,6 +212,8 @@ class ChainOptimizer(Optimizer):
                 algorithm = group["algorithm"]
                 if algorithm != "adamw" and auto_schedule(group.get("orthogonalizer")) is not None:
                     algorithm += f" ({describe_orthogonalizer(group, view[0], view[1], p)})"  # the per-shape pick
+                if algorithm != "adamw" and error_feedback_enabled(group):
+                    algorithm += " +EF"
                 rows.append((
                     name, "x".join(map(str, p.shape)), view_text,
                     algorithm, f"{group['lr']:.3g}", f"{eff:.3g}", f"{group['weight_decay']:.3g}", where,
