@@ -51,7 +51,7 @@ def _same_state(a, b) -> bool:
 # ----------------------------------------------------------------------------- non-finite
 @pytest.mark.parametrize("cls,kwargs", INFOS)
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
-def test_skip_leaves_everything_bitwise_unchanged(cls, kwargs, bad):
+def test_skip_leaves_every_value_unchanged(cls, kwargs, bad):
     """nonfinite='skip' (default): a NaN/Inf step changes no parameter and no state, and is counted."""
     params, groups = _problem()
     opt = cls(groups, **kwargs)

@@ -65,8 +65,8 @@ class ChainOptimizer(Optimizer):
             needed under FSDP2 (the mesh is read from the DTensor parameters); never with
             ``ZeroRedundancyOptimizer``. See docs/distributed.md.
         nonfinite: policy for a step whose gradients hold NaN or Inf (checked over all gradients of
-            the step at once): ``"skip"`` (default) leaves every parameter and state tensor
-            bitwise unchanged, decided on the device with no host sync, and counts the step in
+            the step at once): ``"skip"`` (default) leaves every parameter and state value
+            unchanged (an exact zero may change sign), decided on the device with no host sync, and counts the step in
             :attr:`skipped_steps`; ``"raise"`` raises ``FloatingPointError`` before anything
             changes (one host sync per step); ``"propagate"`` does what torch.optim does (the
             NaN enters the update and the state).
@@ -328,8 +328,8 @@ class ChainOptimizer(Optimizer):
             for p, c in zip(params, counts)
         ]
         G = (grads[0] if len(grads) == 1 else torch.cat(grads)).to(dtype)
-        if gate is not None:  # a skipped step runs the chain on zeros: no stage (an SVD, say) sees a NaN
-            G = torch.where(gate, G, 0.0)
+        if gate is not None:
+            G = _zero_if_skipped(G, gate, owned=G is not grads[0] or params[0].grad is None)
         # One cache per bucket: when the set of parameters with gradients changes, the stacks are
         # rebuilt from the per-parameter state and replace the old ones (nothing stale is kept).
         cache = self._stack_cache.setdefault(b.cache_key, {})
@@ -340,7 +340,7 @@ class ChainOptimizer(Optimizer):
         stack.param_shapes = [tuple(p.shape) for p in params]
         if self.needs_weights and group["algorithm"] != "adamw":
             stack.weights = torch.cat([self.as_matrices(DM.local(p), group, c, shape) for p, c in zip(params, counts)]).to(dtype)
-        steps = stack.buffer("step", "")  # (k,) per-parameter step counters, on the device
+        steps = stack.buffer("step", "", gated=True)  # (k,) per-parameter step counters, on the device
         stack.step = steps + 1
         stack.step_size = stack.hp("lr")
         run = _run_chain
@@ -402,11 +402,15 @@ class ChainOptimizer(Optimizer):
         """``W <- W * decay - step_size * update`` for every parameter of the stack."""
         update, step, decay = stack.update, stack.step_size, stack.decay
         if stack.gate is not None:
-            # A skipped step writes W * 1 + (+0) * (-step) = W + (-0) = W, bitwise (-0 included): the
-            # zeros come from where(), so their sign does not depend on the update's.
-            update = torch.where(stack.gate, update, 0.0)
+            # A skipped step writes W * 1 + U * (-0) = W: the update is finite there (the chain ran on
+            # a zero gradient from unchanged state), and the gate goes on the small step-size and decay
+            # tensors rather than on the full-size update (a where() over it costs ~6 copies on CPU).
+            # The where() also drops a NaN step size (NGN-M's on a NaN loss). Values are kept exactly;
+            # a -0 weight may come back as +0.
+            as_tensor = dict(dtype=update.dtype, device=update.device)
+            step = torch.where(stack.gate, torch.as_tensor(step, **as_tensor), 0.0)
             if isinstance(decay, Tensor) or decay != 1.0:
-                decay = torch.where(stack.gate, torch.as_tensor(decay, dtype=update.dtype, device=update.device), 1.0)
+                decay = torch.where(stack.gate, torch.as_tensor(decay, **as_tensor), 1.0)
         if all(p.dtype == update.dtype and p.is_contiguous() for p in params):
             # In place on views of the parameters: no stacking of W and no full-size temporary.
             Ws = [ChainOptimizer.as_matrices(p, stack.group, c, shape) for p, c in zip(params, counts)]
@@ -496,6 +500,19 @@ class ChainOptimizer(Optimizer):
                     self.state[p][key] = value.to(device=p.device, copy=True)
 
 
+def _zero_if_skipped(G: Tensor, gate: Tensor, owned: bool) -> Tensor:
+    """``G`` where ``gate`` holds, zeros (finite, of either sign) where it does not; in place when ``owned``.
+
+    A skipped step runs the chain on zeros, so no stage (an SVD, say) sees a NaN. ``G * gate`` turns
+    finite entries into zeros and NaN / Inf into NaN, which ``nan_to_num_`` zeroes: two cheap passes
+    where ``torch.where(gate, G, 0)`` with a 0-D condition is ~6 copies' worth on CPU. On a step that
+    runs both are the identity (every entry is finite then). ``owned``: G is not a view of ``p.grad``.
+    """
+    gate = gate.to(G.dtype)
+    G = G.mul_(gate) if owned else G * gate
+    return G.nan_to_num_(nan=0.0)
+
+
 def _run_chain(
     stack: Stack, chain: tuple[Stage, ...], steps: Tensor, params: list[Tensor], counts: list[int],
     shape: tuple[int, ...],
@@ -503,7 +520,7 @@ def _run_chain(
     """The stages, the step count, the skip gate's restore and the write: what ``ChainOptimizer.compile`` traces."""
     for stage in chain:
         stage(stack)
-    steps.add_(1)  # before the restore, which puts a skipped step's count back too
+    steps.add_(stack.take(1.0, steps))  # a skipped step does not count
     stack.restore_if_skipped()
     ChainOptimizer._write(params, counts, shape, stack)
 

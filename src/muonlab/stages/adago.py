@@ -32,7 +32,7 @@ def scale_by_adago(stack: Stack) -> None:
     group = stack.group
     (g,) = stack.norms((stack.grad, (-2, -1)))
     g = torch.clamp(saturate(g), max=group["gamma"])  # (k,) clipped ||G||_F
-    s = stack.buffer("adago.s", "", fill=float(group["v0"]) ** 2)  # (k,)
+    s = stack.buffer("adago.s", "", fill=float(group["v0"]) ** 2, gated=True)  # (k,); g = 0 on a skipped step
     s.addcmul_(g, g)
     # ratio() returns 0 for s = 0 (v0 = 0 and a zero first gradient), so the floor takes over.
     alpha = torch.clamp(ratio(stack.hp("lr") * g, s.sqrt(), 0.0), min=group["eps"])  # (k,)

@@ -38,12 +38,13 @@ def saturation(dtype: torch.dtype) -> float:
 def adam(stack: Stack) -> None:
     """Adam direction; state keys ``exp_avg`` and ``exp_avg_sq``. Group keys ``betas``, ``eps``."""
     beta1, beta2 = stack.group["betas"]
-    m = stack.buffer("exp_avg")
-    v = stack.buffer("exp_avg_sq")
+    # Gated: on a skipped step g is zero and the coefficients are (1, 0), so m and v keep their values.
+    m = stack.buffer("exp_avg", gated=True)
+    v = stack.buffer("exp_avg_sq", gated=True)
     C = saturation(m.dtype)
     g = stack.update.clamp(-C, C)
-    m.lerp_(g, 1 - beta1)
-    v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+    m.lerp_(g, stack.take(1 - beta1, m))
+    v.mul_(stack.keep(beta2, v)).addcmul_(g, g, value=1 - beta2)
     t = stack.per_item(stack.step)
     bias1 = 1 - torch.pow(beta1, t)
     bias2 = 1 - torch.pow(beta2, t)

@@ -43,8 +43,10 @@ def normalize_elements(stack: Stack) -> None:
     eps = stack.group["eps"]
     O = stack.update  # (k, m, n)
     m, n = stack.shape[-2:]
-    V = stack.buffer("adamuon.v")
-    V.mul_(beta).addcmul_(O, O, value=1 - beta)
+    # Gated: O is not zero on a skipped step (it comes from the momentum), so one factor of the new
+    # term is gated instead: one multiply, where a snapshot and a restore cost a clone and a where().
+    V = stack.buffer("adamuon.v", gated=True)
+    V.mul_(stack.keep(beta, V)).addcmul_(O if stack.gate is None else O * stack.gate, O, value=1 - beta)
     # V_ij = 0 only where O_ij = 0: the clamp turns that 0 / 0 (eps = 0) into 0 / tiny = 0, in place.
     U = O / (V.sqrt() + eps).clamp_min_(torch.finfo(V.dtype).tiny)
     (norm,) = frobenius(stack, U)

@@ -16,6 +16,13 @@ Statistics that span a matrix (norms, row/column sums, the median of column ener
 ``stack.sums`` / ``stack.norms`` / ``stack.nanmean_cols`` / ``stack.kthvalue_cols``, and state is
 declared by its axes (``stack.buffer("normuon.v", "m1")``), so the same stage runs unchanged when the
 matrices are sharded across ranks (``muonlab.stages.context``).
+
+A skipped step (``nonfinite="skip"``: a gradient holds NaN or Inf, decided on the device) runs the
+chain on a zero gradient with ``stack.gate`` False, and must leave every state value unchanged. A
+stage either updates a buffer through *gated coefficients* (``buffer(..., gated=True)`` with
+:meth:`Stack.keep` / :meth:`Stack.take`: ``M.lerp_(g, stack.take(1 - beta, M))`` moves M by
+``0 * (g - M)`` on a skipped step), which costs nothing extra, or leaves it to the default: the
+buffer is snapshotted when taken and put back after the chain (a clone and a ``where`` per buffer).
 """
 
 from __future__ import annotations
@@ -55,8 +62,9 @@ class Stack:
             the optimizer class sets ``needs_weights``), else None.
         ctx: where the matrices live (:class:`~muonlab.stages.context.Local` by default); global
             statistics and the orthogonalizer go through it.
-        gate: 0-D bool tensor, False when this step is skipped (non-finite gradients): every state
-            buffer is then restored after the chain and the final write is the identity. None: no gate.
+        gate: 0-D bool tensor, False when this step is skipped (non-finite gradients): ``grad`` is
+            then zero, gated buffers are left unchanged by their own updates, every other buffer is
+            restored after the chain, and the final write is the identity. None: no gate.
     """
 
     grad: Tensor
@@ -124,7 +132,10 @@ class Stack:
         """View a ``(k,)`` tensor so it broadcasts over the item dims, e.g. ``(k, 1, 1)``."""
         return x.view(self.k, *([1] * (self.grad.dim() - 1)))
 
-    def buffer(self, key: str, axes: str | None = None, fill: float = 0.0, dtype: torch.dtype | None = None) -> Tensor:
+    def buffer(
+        self, key: str, axes: str | None = None, fill: float = 0.0, dtype: torch.dtype | None = None,
+        gated: bool = False,
+    ) -> Tensor:
         """The stacked state tensor ``key`` whose item dims are named by ``axes``.
 
         ``axes`` is a string over ``"m"`` (rows), ``"n"`` (columns) and ``"1"`` (a singleton):
@@ -140,6 +151,11 @@ class Stack:
 
         ``dtype`` (default: the gradients' compute dtype) is for statistics that need more range,
         e.g. :func:`stat_dtype`'s fp64 for EMAs of squared norms.
+
+        ``gated=True`` declares that the caller updates the buffer only in ways a skipped step
+        leaves unchanged (coefficients from :meth:`keep` / :meth:`take`, or adding a term that is
+        zero when ``grad`` is), so no snapshot is taken for it. Values are then kept exactly; only
+        the sign of an exact zero may change (``-0 + 0 = +0``). The first call for a key decides.
         """
         if key in self.state:
             return self.state[key]
@@ -168,9 +184,27 @@ class Stack:
                 offset += c
             self.cache[key] = (buf, views)
         self.state[key] = buf
-        if self.gate is not None:
+        if self.gate is not None and not gated:
             self._snapshots.append((buf, buf.clone()))
         return buf
+
+    def keep(self, beta: float, like: Tensor) -> Scalar:
+        """``beta`` on a step that runs, 1 on a skipped one, in ``like``'s dtype: the decay factor of a gated EMA.
+
+        Without a gate (``nonfinite="propagate"`` / ``"raise"``) the float itself, so the kernels see
+        the same scalar either way (a 0-D tensor of ``like``'s dtype holds the same value).
+        """
+        return beta if self.gate is None else torch.where(self.gate, self._scalar(beta, like), 1.0)
+
+    def take(self, weight: float, like: Tensor) -> Scalar:
+        """``weight`` on a step that runs, 0 on a skipped one: the weight of a gated EMA's new term."""
+        return weight if self.gate is None else torch.where(self.gate, self._scalar(weight, like), 0.0)
+
+    @staticmethod
+    def _scalar(value: float, like: Tensor) -> Tensor:
+        # zeros().add_(value) rounds value once to like's dtype, as a Python scalar operand is, and
+        # enters a compiled graph as data rather than as a constant guarded by value (see hp()).
+        return torch.zeros((), dtype=like.dtype, device=like.device).add_(value)
 
     def restore_if_skipped(self) -> None:
         """Put back every state buffer the chain touched if the step is skipped (no host sync)."""

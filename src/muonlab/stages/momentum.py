@@ -20,10 +20,11 @@ def nesterov(stack: Stack) -> None:
     """
     beta = stack.group["momentum"]
     g = stack.update
-    M = stack.buffer("momentum")
+    # Gated: on a skipped step g is zero and the coefficients are (1, 0), so M keeps its values.
+    M = stack.buffer("momentum", gated=True)
     if stack.group.get("momentum_form", "ema") == "sum":
-        M.mul_(beta).add_(g)
+        M.mul_(stack.keep(beta, M)).add_(g)
         stack.update = g + beta * M if stack.group["nesterov"] else M
     else:
-        M.lerp_(g, 1 - beta)
+        M.lerp_(g, stack.take(1 - beta, M))
         stack.update = g.lerp(M, beta) if stack.group["nesterov"] else M

@@ -122,8 +122,8 @@ def scale_by_namo(stack: Stack) -> None:
     # fp32, and the ratio must still be the formula's (tests compare with fp64 at +-1e30).
     sd = stat_dtype(stack.grad.device)
     g, m = (x.to(sd) for x in stack.norms((stack.grad, (-2, -1)), (stack.update, (-2, -1))))
-    v = stack.buffer("namo.v", "", dtype=sd)  # (k,)
-    v.mul_(mu2).addcmul_(g, g, value=1 - mu2)
+    v = stack.buffer("namo.v", "", dtype=sd, gated=True)  # (k,); g = 0 on a skipped step
+    v.mul_(stack.keep(mu2, v)).addcmul_(g, g, value=1 - mu2)
     alpha = (bias_corrected_lr(stack).to(sd) * ratio(m, v.sqrt(), group["eps"])).to(stack.grad.dtype)  # (k,)
     if group["variant"] == "official":
         step = torch.clamp(alpha * namo_shape_factor(stack), max=1.0)
@@ -146,8 +146,8 @@ def scale_by_namo_d(stack: Stack) -> None:
     # overflow-safe, with fp64 statistics as in scale_by_namo.
     sd = stat_dtype(stack.grad.device)
     cg, cm = (x.to(sd) for x in stack.norms((stack.grad, -2), (stack.update, -2)))
-    V = stack.buffer("namo_d.v", "n", dtype=sd)  # (k, n)
-    V.mul_(mu2).addcmul_(cg, cg, value=1 - mu2)
+    V = stack.buffer("namo_d.v", "n", dtype=sd, gated=True)  # (k, n); cg = 0 on a skipped step
+    V.mul_(stack.keep(mu2, V)).addcmul_(cg, cg, value=1 - mu2)
     r = ratio(cm, V.sqrt(), group["eps"]).to(stack.grad.dtype)  # (k, n)
     c = group["c"]
     r = clamp_to_mean(r, c, stack.nanmean_cols(r) if 0 < c <= 1 else None)  # (k, n)

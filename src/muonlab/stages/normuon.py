@@ -43,9 +43,11 @@ def divide_rows(stack: Stack, key: str, beta2: float, eps: float, axes: str) -> 
     """
     O = stack.update  # (k, m, n)
     m_local, n = O.shape[-2], stack.shape[-1]
-    v = stack.buffer(key, axes).view(stack.k, m_local, 1)
+    v = stack.buffer(key, axes, gated=True).view(stack.k, m_local, 1)
     (row_ss,) = stack.sums((O.square(), -1))  # (k, m): sum of squares of each output row
-    v.mul_(beta2).add_(row_ss.unsqueeze(-1), alpha=(1 - beta2) / n)  # mean over the n columns
+    if stack.gate is not None:  # O is not zero on a skipped step (it comes from the momentum): gate the small term
+        row_ss = row_ss * stack.gate
+    v.mul_(stack.keep(beta2, v)).add_(row_ss.unsqueeze(-1), alpha=(1 - beta2) / n)  # mean over the n columns
     # eps OUTSIDE the square root (both official codes); a zero row stays zero, also with eps = 0
     # (v_i = 0 only if row i of O is zero: 0 / 1, not 0 / 0; the guard is on the small (k, m, 1) tensor).
     den = v.sqrt() + eps

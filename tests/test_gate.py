@@ -1,0 +1,105 @@
+"""The non-finite gate folded into the stages (``Stack.keep`` / ``Stack.take``, ``buffer(..., gated=True)``).
+
+The semantics (a skipped step changes no value, for every optimizer) are in tests/test_reliability.py.
+Here: the gated coefficients themselves, and that a default step of the presets whose state is all
+gated does no full-size ``where`` or ``clone`` (the snapshot-and-restore passes it replaces), so the
+fast path cannot silently fall back to them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import muonlab
+from muonlab.stages.base import Stack
+
+
+def _stack(gate):
+    G = torch.zeros(2, 3, 4, dtype=torch.float64)
+    return Stack(grad=G, update=G, group={}, step=None, param_states=[{}, {}], counts=[1, 1], squeeze=[True, True], gate=gate)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_keep_and_take_are_the_coefficients_or_the_identity(dtype):
+    like = torch.zeros(3, dtype=dtype)
+    on, off, none = _stack(torch.tensor(True)), _stack(torch.tensor(False)), _stack(None)
+    assert none.keep(0.95, like) == 0.95 and none.take(0.05, like) == 0.05  # no gate: the floats themselves
+    for value in (0.95, 0.1, 1 / 3):
+        k, t = on.keep(value, like), on.take(value, like)
+        assert k.dtype == dtype and k.dim() == 0 and t.dtype == dtype
+        # the value a Python scalar operand of this dtype's kernels holds: rounded once
+        assert k.item() == torch.tensor(value, dtype=dtype).item() == t.item()
+        assert off.keep(value, like).item() == 1.0 and off.take(value, like).item() == 0.0
+
+
+def test_gated_ema_keeps_values_on_a_skipped_step():
+    """M.lerp_(g, take) and v.mul_(keep).addcmul_(0, 0) leave finite state equal; only a zero's sign may flip."""
+    off = _stack(torch.tensor(False))
+    M = torch.tensor([1.5, -2.0, 0.0, -0.0, 1e-30, -3e38])
+    v = M.abs().clone()
+    M0, v0 = M.clone(), v.clone()
+    g = torch.tensor([7.0, -1.0, 2.0, 0.0, 5.0, 1.0])  # a gated momentum may see any finite input
+    M.lerp_(g, off.take(0.05, M))
+    z = torch.zeros_like(v)
+    v.mul_(off.keep(0.999, v)).addcmul_(z, z, value=0.001)
+    assert torch.equal(M, M0) and torch.equal(v, v0)
+
+
+class _CountFullSize(TorchDispatchMode):
+    """Counts ``where`` and ``clone`` calls whose output has at least ``numel`` elements."""
+
+    def __init__(self, numel: int):
+        super().__init__()
+        self.numel, self.calls = numel, []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = func.overloadpacket.__name__
+        if name in ("where", "clone") and isinstance(out, torch.Tensor) and out.numel() >= self.numel:
+            self.calls.append(name)
+        return out
+
+
+GATED = ["muon", "namo", "namo-d", "adago", "normuon", "adamuon", "trasmuon"]
+
+
+@pytest.mark.parametrize("name", GATED)
+def test_default_step_has_no_full_size_where_or_clone(name):
+    cls = muonlab.optimizers()[name]
+    g = torch.Generator().manual_seed(0)
+    mats = [torch.nn.Parameter(torch.randn(48, 32, generator=g)) for _ in range(3)] + [torch.nn.Parameter(torch.randn(32, 48, generator=g))]
+    bias = torch.nn.Parameter(torch.randn(48, generator=g))
+    opt = cls([{"params": mats}, {"params": [bias], "algorithm": "adamw"}])
+    for t in range(3):
+        for p in (*mats, bias):
+            p.grad = torch.randn(p.shape, generator=g)
+        if t < 2:
+            opt.step()
+    with _CountFullSize(48 * 32) as mode:
+        opt.step()
+    assert mode.calls == []
+    # and the same counter does see the snapshot path: error feedback's residual is not gated
+    opt = cls([{"params": mats}, {"params": [bias], "algorithm": "adamw"}], error_feedback=True)
+    opt.step()
+    with _CountFullSize(48 * 32) as mode:
+        opt.step()
+    assert "clone" in mode.calls and "where" in mode.calls
+
+
+def test_a_skipped_step_is_still_skipped_with_the_gated_write():
+    """A -0 weight and a NaN in every position class: the values stay, the step is counted."""
+    W = torch.nn.Parameter(torch.randn(6, 4))
+    with torch.no_grad():
+        W[0, 0] = -0.0
+    opt = muonlab.Muon([{"params": [W]}])
+    W.grad = torch.randn(6, 4)
+    opt.step()
+    before, M = W.detach().clone(), opt.state[W]["momentum"].clone()
+    W.grad = torch.full((6, 4), math.nan)
+    opt.step()
+    assert torch.equal(W, before) and torch.equal(opt.state[W]["momentum"], M)
+    assert opt.skipped_steps == 1
