@@ -66,3 +66,18 @@ def test_norms_bench_runs():
     """python -m muonlab.orth.norms_bench: every case timed (structure only, no timing assertions)."""
     rows = norms_bench.run(k=2, m=8, n=4, repeats=1)
     assert len(rows) == 8 and all(ms >= 0 for _, ms in rows)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e30, 1e-30])
+def test_a_shared_scratch_gives_the_same_norms(scale):
+    """safe_norm(scratch=) and Local.norms' shared temporary for same-shape requests are bitwise the plain calls."""
+    from muonlab.stages.context import Local
+
+    g = torch.Generator().manual_seed(3)
+    X, Y = (torch.randn(3, 8, 5, generator=g) * scale for _ in range(2))
+    buf = torch.full_like(X, math.nan)  # stale contents must not matter
+    for d in DIMS:
+        assert torch.equal(safe_norm(X, d, scratch=buf), safe_norm(X, d))
+    shared = Local((8, 5)).norms((X, (-2, -1)), (Y, (-2, -1)), (X, -2), (torch.randn(4, 3), -1))
+    alone = [safe_norm(X, (-2, -1)), safe_norm(Y, (-2, -1)), safe_norm(X, -2)]
+    assert all(torch.equal(a, b) for a, b in zip(shared, alone)) and torch.isfinite(shared[0]).all()

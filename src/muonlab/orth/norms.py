@@ -47,12 +47,15 @@ def max_abs(X: Tensor, dim: Dims, keepdim: bool = False) -> Tensor:
     return torch.maximum(X.amax(dims, keepdim=keepdim), X.amin(dims, keepdim=keepdim).neg())
 
 
-def safe_norm(X: Tensor, dim: Dims, keepdim: bool = False) -> Tensor:
+def safe_norm(X: Tensor, dim: Dims, keepdim: bool = False, *, scratch: Tensor | None = None) -> Tensor:
     """``||X||_2`` over ``dim`` without intermediate overflow or underflow, in ``X``'s dtype.
 
     Accurate to the rounding of a plain norm at every magnitude; the result itself is ``inf`` only when
     the true norm exceeds the dtype's largest finite value (a few ulps below it at most). Inf
     entries give inf and NaN entries NaN, as ``vector_norm`` does.
+
+    ``scratch``: a tensor of ``X``'s shape and dtype to hold the scaled copy (overwritten), so that
+    several norms in a row share one temporary; on CPUs each fresh large temporary costs page faults.
 
     >>> safe_norm(torch.full((64, 64), 1e30), (-2, -1))
     tensor(6.4000e+31)
@@ -63,5 +66,6 @@ def safe_norm(X: Tensor, dim: Dims, keepdim: bool = False) -> Tensor:
     s = pow2_scale(max_abs(X, dims, keepdim=True))
     # square-and-sum rather than vector_norm: on CPU vector_norm over a non-innermost dim (the
     # columns, dim=-2) is ~7x slower than this sum, and the scaled temporary is ours to square in place.
-    norm = (X * s).square_().sum(dims, keepdim=True).sqrt_().div_(s)
+    scaled = X * s if scratch is None else torch.mul(X, s, out=scratch)
+    norm = scaled.square_().sum(dims, keepdim=True).sqrt_().div_(s)
     return norm if keepdim else norm.squeeze(dims) if dims else norm

@@ -46,9 +46,15 @@ def normalize_elements(stack: Stack) -> None:
     # Gated: O is not zero on a skipped step (it comes from the momentum), so one factor of the new
     # term is gated instead: one multiply, where a snapshot and a restore cost a clone and a where().
     V = stack.buffer("adamuon.v", gated=True)
-    V.mul_(stack.keep(beta, V)).addcmul_(O if stack.gate is None else O * stack.gate, O, value=1 - beta)
-    # V_ij = 0 only where O_ij = 0: the clamp turns that 0 / 0 (eps = 0) into 0 / tiny = 0, in place.
-    U = O / (V.sqrt() + eps).clamp_min_(torch.finfo(V.dtype).tiny)
+    # One full-size temporary for the whole stage (each fresh one costs page faults on CPUs): the
+    # gated factor, then sqrt(V) + eps, then the quotient, in place.
+    # (Contiguous, as V is: O may be a transposed view, and out= into a strided tensor breaks compiled graphs.)
+    buf = torch.empty(O.shape, dtype=O.dtype, device=O.device)
+    if stack.gate is not None:
+        torch.mul(O, stack.gate, out=buf)
+    V.mul_(stack.keep(beta, V)).addcmul_(O if stack.gate is None else buf, O, value=1 - beta)
+    # V_ij = 0 only where O_ij = 0: the clamp turns that 0 / 0 (eps = 0) into 0 / tiny = 0.
+    U = torch.div(O, torch.sqrt(V, out=buf).add_(eps).clamp_min_(torch.finfo(V.dtype).tiny), out=buf)
     (norm,) = frobenius(stack, U)
     scale = MATCHED_ADAMW_RMS * math.sqrt(m * n) / (norm + eps)
-    stack.update = U * torch.where(norm + eps > 0, scale, 0.0)
+    stack.update = U.mul_(torch.where(norm + eps > 0, scale, 0.0))

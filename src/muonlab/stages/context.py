@@ -63,7 +63,17 @@ class Local:
         passes). ``safe=False`` is a plain ``vector_norm`` for inputs that cannot overflow, such as
         an orthogonalized update.
         """
-        return [safe_norm(X, _dims(d)) if safe else torch.linalg.vector_norm(X, dim=_dims(d)) for X, d in requests]
+        if not safe:
+            return [torch.linalg.vector_norm(X, dim=_dims(d)) for X, d in requests]
+        # Same-shape requests (NAMO's gradient and momentum) share one scaled temporary.
+        scratch: dict[tuple, Tensor] = {}
+        out = []
+        for X, d in requests:
+            key = (X.shape, X.dtype, X.device)
+            if key not in scratch and any((Y.shape, Y.dtype, Y.device) == key for Y, _ in requests if Y is not X):
+                scratch[key] = torch.empty_like(X)
+            out.append(safe_norm(X, _dims(d), scratch=scratch.get(key)))
+        return out
 
     def nanmean_cols(self, x: Tensor) -> Tensor:
         """NaN-aware mean of a per-column vector ``(k, n)`` over its columns, shape ``(k, 1)``."""

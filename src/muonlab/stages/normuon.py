@@ -76,4 +76,4 @@ def normalize_rows(stack: Stack) -> None:
         norm = norm + eps  # the official code's eps; the paper's form has none
     else:
         target, (norm,) = MATCHED_ADAMW_RMS * math.sqrt(m * n), frobenius(stack, U)
-    stack.update = U * torch.where(norm > 0, target / norm, 0.0)  # a zero matrix (eps = 0 or paper): 0
+    stack.update = U.mul_(torch.where(norm > 0, target / norm, 0.0))  # in place on our quotient; a zero matrix: 0
