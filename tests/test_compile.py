@@ -13,10 +13,12 @@ WARMUP = 3  # step 1 eager (state created), step 2 traces, step 3 re-traces with
 
 
 def _train(cls, compiled: dict | None, steps: int = 7) -> list[torch.Tensor]:
-    """A small MLP (two hidden-matrix shapes, biases, a head) under a LambdaLR that changes lr every step."""
+    """A small MLP under a LambdaLR that changes lr every step: hidden buckets of one rectangular matrix,
+    of two square ones (the bucket inductor's CPU backend once failed to compile) and of one more; biases; a head."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(
-        torch.nn.Linear(12, 24), torch.nn.Tanh(), torch.nn.Linear(24, 40), torch.nn.Tanh(), torch.nn.Linear(40, 3),
+        torch.nn.Linear(12, 24), torch.nn.Tanh(), torch.nn.Linear(24, 24), torch.nn.Tanh(), torch.nn.Linear(24, 24),
+        torch.nn.Tanh(), torch.nn.Linear(24, 40), torch.nn.Tanh(), torch.nn.Linear(40, 3),
     )
     opt = cls(muonlab.param_groups(model))
     if compiled is not None:

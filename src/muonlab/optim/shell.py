@@ -333,9 +333,12 @@ class ChainOptimizer(Optimizer):
         # One cache per bucket: when the set of parameters with gradients changes, the stacks are
         # rebuilt from the per-parameter state and replace the old ones (nothing stale is kept).
         cache = self._stack_cache.setdefault(b.cache_key, {})
+        # Compiled from a bucket's second step (its state exists), in the local mode only: the
+        # distributed contexts' collectives stay eager.
+        compiled = self._compile_kwargs is not None and b.mode == "local" and "step" in self.state[params[0]]
         stack = Stack(
             grad=G, update=G, group=group, step=None, param_states=[self.state[p] for p in params],
-            counts=counts, squeeze=b.squeeze, cache=cache, ctx=b.ctx, gate=gate,
+            counts=counts, squeeze=b.squeeze, cache=cache, ctx=b.ctx, gate=gate, fold_gate=not compiled,
         )
         stack.param_shapes = [tuple(p.shape) for p in params]
         if self.needs_weights and group["algorithm"] != "adamw":
@@ -344,9 +347,7 @@ class ChainOptimizer(Optimizer):
         stack.step = steps + 1
         stack.step_size = stack.hp("lr")
         run = _run_chain
-        # Compiled from a bucket's second step (its state exists), in the local mode only: the
-        # distributed contexts' collectives stay eager.
-        if self._compile_kwargs is not None and b.mode == "local" and "step" in self.state[params[0]]:
+        if compiled:
             run = self._compiled.get(b.cache_key)
             if run is None:
                 run = torch.compile(_chain_copy(len(self._compiled)), **self._compile_kwargs)

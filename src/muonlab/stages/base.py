@@ -65,6 +65,11 @@ class Stack:
         gate: 0-D bool tensor, False when this step is skipped (non-finite gradients): ``grad`` is
             then zero, gated buffers are left unchanged by their own updates, every other buffer is
             restored after the chain, and the final write is the identity. None: no gate.
+        fold_gate: whether gated buffers use gated coefficients (True) or are snapshotted like the
+            rest (False: the shell's choice for compiled chains; inductor's CPU backend, torch
+            2.13-2.14, crashes compiling an in-place EMA with a 0-D tensor weight on a cached
+            buffer, KeyError 'bufN' in outer-loop fusion, pytorch/pytorch#196570, and a compiled
+            graph fuses the snapshot's where() into its loops anyway). Same values either way.
     """
 
     grad: Tensor
@@ -82,6 +87,7 @@ class Stack:
     weights: Tensor | None = None
     ctx: Local | None = None
     gate: Tensor | None = None
+    fold_gate: bool = True
     _hp: dict[str, Tensor] = field(default_factory=dict)
     _snapshots: list[tuple[Tensor, Tensor]] = field(default_factory=list)
 
@@ -184,21 +190,25 @@ class Stack:
                 offset += c
             self.cache[key] = (buf, views)
         self.state[key] = buf
-        if self.gate is not None and not gated:
+        if self.gate is not None and not (gated and self._folds_gate()):
             self._snapshots.append((buf, buf.clone()))
         return buf
+
+    def _folds_gate(self) -> bool:
+        return self.gate is not None and self.fold_gate
 
     def keep(self, beta: float, like: Tensor) -> Scalar:
         """``beta`` on a step that runs, 1 on a skipped one, in ``like``'s dtype: the decay factor of a gated EMA.
 
-        Without a gate (``nonfinite="propagate"`` / ``"raise"``) the float itself, so the kernels see
-        the same scalar either way (a 0-D tensor of ``like``'s dtype holds the same value).
+        Without a gate (``nonfinite="propagate"`` / ``"raise"``) or with ``fold_gate`` off, the float
+        itself, so the kernels see the same scalar either way (a 0-D tensor of ``like``'s dtype holds
+        the same value).
         """
-        return beta if self.gate is None else torch.where(self.gate, self._scalar(beta, like), 1.0)
+        return torch.where(self.gate, self._scalar(beta, like), 1.0) if self._folds_gate() else beta
 
     def take(self, weight: float, like: Tensor) -> Scalar:
         """``weight`` on a step that runs, 0 on a skipped one: the weight of a gated EMA's new term."""
-        return weight if self.gate is None else torch.where(self.gate, self._scalar(weight, like), 0.0)
+        return torch.where(self.gate, self._scalar(weight, like), 0.0) if self._folds_gate() else weight
 
     @staticmethod
     def _scalar(value: float, like: Tensor) -> Tensor:
