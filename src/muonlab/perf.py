@@ -233,8 +233,13 @@ def run(name_set: str, hidden: list, adamw: list, device: str, steps: int, warmu
         except (ValueError, RuntimeError, TypeError) as err:  # e.g. a stock optimizer refusing a shape
             errors[name] = str(err).splitlines()[0][:80]
     times: dict[str, list[float]] = {k: [] for k in opts}
+    names = list(opts)
     for r in range(warmup + steps):  # round-robin: one step of each optimizer per round
-        for name, opt in opts.items():
+        # The order rotates every round, so no optimizer always runs right after the same one: on
+        # CPUs the allocator state (freed blocks, pages returned to the OS) one step leaves changes
+        # the next one's page faults, by up to ~10% of a step on the EPYC of docs/BENCHMARKS.md.
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            opt = opts[name]
             _sync(device)
             t0 = time.perf_counter()
             _step(opt)
