@@ -18,6 +18,7 @@ are checked before anything is written, so a rejected step changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from collections.abc import Callable, Iterable
@@ -29,6 +30,8 @@ from torch.optim import Optimizer
 
 from ..distributed import modes as DM
 from ..distributed.engine import Bucket, build_contexts, finite
+from ..orth import workspace
+from ..orth.workspace import Workspace
 from ..stages import Stack, adam, decay_weights, shape_factor
 from ..stages.adam import adamw_inplace
 from ..stages.adam import fused_applies as adam_fused_applies
@@ -103,6 +106,7 @@ class ChainOptimizer(Optimizer):
         self.validate_group(dict(adamw_defaults, algorithm="adamw", params=[]))
         # stacked state buffers between steps, one per (group, bucket)
         self._stack_cache: dict[tuple, dict[str, Any]] = {}
+        self._workspace = Workspace()  # CPU scratch kept between steps (muonlab.orth.workspace)
         self._compile_kwargs: dict[str, Any] | None = None  # set by compile()
         self._compiled: dict[tuple, Callable] = {}  # bucket key -> its compiled chain
         super().__init__(self._split_plain(params), dict(defaults, algorithm=self.default_algorithm))
@@ -318,6 +322,18 @@ class ChainOptimizer(Optimizer):
         if b.chain == (decay_weights, adam) and b.mode != "sharded" and adam_fused_applies(b.params):
             self._step_adamw_inplace(b, gate)  # the AdamW fast path: fused, in place, no stacking
             return
+        # The bucket's large temporaries come from the workspace (CPU pages that stay mapped between
+        # steps), in the local mode, where nothing outlives the bucket; the distributed modes' async
+        # collectives may, so they allocate.
+        with self._workspace.session() if b.mode == "local" else contextlib.nullcontext():
+            self._step_stack(b, gate)
+
+    @property
+    def workspace_bytes(self) -> int:
+        """Bytes of CPU scratch the optimizer keeps between steps (``muonlab.orth.workspace``; 0 on GPUs)."""
+        return self._workspace.nbytes
+
+    def _step_stack(self, b: Bucket, gate: Tensor | None) -> None:
         params, group, shape, counts = b.params, b.group, b.local_shape, b.local_counts
         dtype = _compute_dtype(params[0])
         # (k, *shape), this rank's part. A single parameter's gradient is used as a view (stages
@@ -327,7 +343,13 @@ class ChainOptimizer(Optimizer):
             else self.as_matrices(DM.local(p.grad), group, c, shape)
             for p, c in zip(params, counts)
         ]
-        G = (grads[0] if len(grads) == 1 else torch.cat(grads)).to(dtype)
+        if len(grads) == 1:
+            G = grads[0]
+        elif len({g.dtype for g in grads}) == 1:
+            G = torch.cat(grads, out=workspace.empty((sum(counts), *shape), grads[0].dtype, grads[0].device))
+        else:
+            G = torch.cat(grads)
+        G = G.to(dtype)
         if gate is not None:
             G = _zero_if_skipped(G, gate, owned=G is not grads[0] or params[0].grad is None)
         # One cache per bucket: when the set of parameters with gradients changes, the stacks are
@@ -455,6 +477,7 @@ class ChainOptimizer(Optimizer):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self._stack_cache = {}
+        self._workspace = Workspace()
         self._process_group = None
         self.__dict__.setdefault("_nonfinite", "skip")
         self.__dict__.setdefault("_skipped", None)

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from muonlab.orth import workspace
 from muonlab.orth.polynomial import check_compute_dtype, check_matrix, newton_schulz, normalize
 from muonlab.orth.schedules import Triple, get_schedule
 
@@ -99,6 +100,18 @@ def gram_newton_schulz(
     Y = Y.reshape(-1, k, K)  # (B, k, K)
     eye = torch.eye(k, dtype=Y.dtype, device=Y.device).expand(Y.shape[0], k, k)
 
+    if torch.compiler.is_compiling():  # the same products, buffers left to the compiler (out= breaks graphs)
+        Y = _iterate_functional(Y, eye, triples, steps, restart_set)
+    else:
+        Y = _iterate_in_buffers(Y, eye, triples, steps, restart_set)
+    Y = Y.reshape(*lead, k, K)
+    if transposed:
+        Y = Y.mT
+    return Y.to(out_dtype)
+
+
+def _iterate_functional(Y: Tensor, eye: Tensor, triples: Sequence[Triple], steps: int, restart_set: set[int]) -> Tensor:
+    """The Gram iteration on ``Y`` (B, k, K) in out-of-place form; returns ``Q Y``."""
     R = torch.bmm(Y, Y.mT)  # (B, k, k)
     Q: Tensor | None = None
     for t in range(steps):
@@ -114,7 +127,40 @@ def gram_newton_schulz(
             RZ = torch.baddbmm(R, R, Z, beta=a, alpha=1.0)  # R (Z + aI)
             R = torch.baddbmm(RZ, Z, RZ, beta=a, alpha=1.0)  # (Z + aI) R (Z + aI)
     assert Q is not None  # steps >= 1 here
-    Y = torch.bmm(Q, Y).reshape(*lead, k, K)
-    if transposed:
-        Y = Y.mT
-    return Y.to(out_dtype)
+    return torch.bmm(Q, Y)
+
+
+def _iterate_in_buffers(Y: Tensor, eye: Tensor, triples: Sequence[Triple], steps: int, restart_set: set[int]) -> Tensor:
+    """:func:`_iterate_functional` with the same products into five (B, k, k) buffers and one more (B, k, K).
+
+    The buffers come from the optimizer step's workspace when one is open (pages that stay mapped
+    between steps, :mod:`muonlab.orth.workspace`), else they are fresh. ``Y`` is the caller's own
+    normalized copy; no output aliases an input of its product.
+    """
+    small = (Y.shape[0], Y.shape[1], Y.shape[1])
+    R, Z, Q, Q2, RZ = (workspace.empty(small, Y.dtype, Y.device) for _ in range(5))
+    Y2 = workspace.empty(Y.shape, Y.dtype, Y.device)  # contiguous, as a fresh bmm output is
+    torch.bmm(Y, Y.mT, out=R)
+    fresh = True  # Q holds nothing yet (start, or after a restart)
+    for t in range(steps):
+        a, b, c = triples[min(t, len(triples) - 1)]
+        if t > 0 and t in restart_set and not fresh:
+            torch.bmm(Q, Y, out=Y2)  # restart: X <- Q X, R <- X X^T
+            # the next output buffer: the old iterate's (ours) when contiguous, like a fresh bmm output
+            Y, Y2 = Y2, (Y if Y.is_contiguous() else workspace.empty(Y.shape, Y.dtype, Y.device))
+            torch.bmm(Y, Y.mT, out=R)
+            fresh = True
+        if c == 0.0:
+            torch.mul(R, b, out=Z)
+        else:
+            torch.baddbmm(R, R, R, beta=b, alpha=c, out=Z)  # bR + cR^2
+        if fresh:
+            torch.add(Z, eye, alpha=a, out=Q)  # Z + aI (a * 1 and a * 0 are exact: the same as Z + a * eye)
+            fresh = False
+        else:
+            torch.baddbmm(Q, Z, Q, beta=a, alpha=1.0, out=Q2)  # (aI + Z) Q
+            Q, Q2 = Q2, Q
+        if t < steps - 1 and (t + 1) not in restart_set:
+            torch.baddbmm(R, R, Z, beta=a, alpha=1.0, out=RZ)  # R (Z + aI)
+            torch.baddbmm(RZ, Z, RZ, beta=a, alpha=1.0, out=R)  # (Z + aI) R (Z + aI): R is free again
+    return torch.bmm(Q, Y, out=Y2)

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from muonlab.orth import workspace
 from muonlab.orth.norms import max_abs, pow2_scale
 from muonlab.orth.schedules import Triple, get_schedule
 
@@ -62,14 +63,14 @@ def normalize(X: Tensor, prescale: float, eps: float, dtype: torch.dtype | None)
     if Xn.numel() == 0:
         return Xn.to(dtype if dtype is not None else X.dtype)
     p2 = pow2_scale(max_abs(Xn, (-2, -1), keepdim=True))  # (..., 1, 1)
-    Xs = Xn * p2
+    Xs = torch.mul(Xn, p2, out=workspace.empty_like(Xn)) if not torch.compiler.is_compiling() else Xn * p2
     norm = torch.linalg.vector_norm(Xs, dim=(-2, -1), keepdim=True)
     denom = prescale * norm + eps * p2
     denom = torch.where(denom > 0, denom, torch.ones_like(denom))  # no host sync, no NaN
     out_dtype = dtype if dtype is not None else X.dtype
     if torch.compiler.is_compiling():  # the compiler plans its own buffers; out= on a strided view breaks the graph
         return (Xs / denom).to(out_dtype)
-    out = Xs if out_dtype == Xs.dtype else torch.empty(Xn.shape, dtype=out_dtype, device=X.device)
+    out = Xs if out_dtype == Xs.dtype else workspace.empty(Xn.shape, out_dtype, X.device)
     return torch.div(Xs, denom, out=out)
 
 
@@ -78,7 +79,8 @@ def _iterate(X: Tensor, triples: Sequence[Triple], steps: int) -> Tensor:
 
     ``X`` is a fresh tensor owned by the caller and is overwritten: the iterates alternate between
     ``X`` and one more (B, k, K) buffer, and the two (B, k, k) products have one buffer each, so no
-    step allocates (on CPUs a fresh large tensor costs page faults every step).
+    step allocates; inside an optimizer step the buffers come from its workspace
+    (:mod:`muonlab.orth.workspace`), whose pages stay mapped between steps.
     """
     if steps == 0:
         return X
@@ -90,9 +92,9 @@ def _iterate(X: Tensor, triples: Sequence[Triple], steps: int) -> Tensor:
             X = torch.baddbmm(X, B, X, beta=a, alpha=1.0)
         return X
     k = X.shape[-2]
-    A = X.new_empty((X.shape[0], k, k))  # X X^T, the small Gram side
-    B = torch.empty_like(A)  # b A + c A^2
-    Y = torch.empty_like(X)
+    A = workspace.empty((X.shape[0], k, k), X.dtype, X.device)  # X X^T, the small Gram side
+    B = workspace.empty_like(A)  # b A + c A^2
+    Y = workspace.empty_like(X)
     for t in range(steps):
         a, b, c = triples[min(t, len(triples) - 1)]  # steps beyond the list reuse the last entry
         torch.bmm(X, X.mT, out=A)

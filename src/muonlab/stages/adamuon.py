@@ -16,6 +16,7 @@ import math
 
 import torch
 
+from ..orth import workspace
 from .base import Stack
 from .normuon import frobenius
 from .orthogonalize import sign
@@ -49,7 +50,7 @@ def normalize_elements(stack: Stack) -> None:
     # One full-size temporary for the whole stage (each fresh one costs page faults on CPUs): the
     # gated factor, then sqrt(V) + eps, then the quotient, in place.
     # (Contiguous, as V is: O may be a transposed view, and out= into a strided tensor breaks compiled graphs.)
-    buf = torch.empty(O.shape, dtype=O.dtype, device=O.device)
+    buf = workspace.empty(O.shape, O.dtype, O.device)
     if stack.gate is not None:
         torch.mul(O, stack.gate, out=buf)
     V.mul_(stack.keep(beta, V)).addcmul_(O if stack.gate is None else buf, O, value=1 - beta)

@@ -29,6 +29,7 @@ from typing import Union
 import torch
 from torch import Tensor
 
+from ..orth import workspace
 from ..orth.norms import safe_norm
 
 Dims = Union[int, tuple[int, ...]]
@@ -71,7 +72,7 @@ class Local:
         for X, d in requests:
             key = (X.shape, X.dtype, X.device)
             if key not in scratch and any((Y.shape, Y.dtype, Y.device) == key for Y, _ in requests if Y is not X):
-                scratch[key] = torch.empty_like(X)
+                scratch[key] = workspace.out_like(X)
             out.append(safe_norm(X, _dims(d), scratch=scratch.get(key)))
         return out
 

@@ -7,6 +7,9 @@ They differ for stages that read magnitudes (NAMO's norm ratio), hence the switc
 
 from __future__ import annotations
 
+import torch
+
+from ..orth import workspace
 from .base import Stack
 
 
@@ -27,4 +30,4 @@ def nesterov(stack: Stack) -> None:
         stack.update = g + beta * M if stack.group["nesterov"] else M
     else:
         M.lerp_(g, stack.take(1 - beta, M))
-        stack.update = g.lerp(M, beta) if stack.group["nesterov"] else M
+        stack.update = torch.lerp(g, M, beta, out=workspace.out_like(g)) if stack.group["nesterov"] else M

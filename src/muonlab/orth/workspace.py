@@ -1,0 +1,109 @@
+"""Step-scoped scratch memory that survives between steps, for the large temporaries of a CPU step.
+
+On CPUs a fresh large tensor costs page faults: glibc hands big blocks back to the OS when they are
+freed (``mmap`` / heap trimming), so a step that allocates the same temporaries every time faults
+them in again every time. On the 2-core EPYC of docs/BENCHMARKS.md that is ~1.5 ms per 4 MB and up
+to ~17% of a ``muonlab.Muon`` step on GPT-like stacks (the stock per-matrix loop, with smaller
+temporaries, pays less). CUDA's caching allocator already keeps freed blocks, so the workspace is
+used on CPU only.
+
+A :class:`Workspace` holds flat buffers. Inside ``with ws.session():`` each :func:`empty` call
+returns a view of a buffer no other call of the same session holds -- so within a session every
+tensor is as distinct as a fresh allocation, and nothing aliases -- and the buffers go back to the
+workspace when the session ends. The next session (the next bucket, the next step) reuses them, so
+their pages stay mapped. Outside a session, or under ``torch.compile`` (whose generated code plans
+its own buffers), :func:`empty` is ``torch.empty``.
+
+The rule that keeps this safe: a tensor from :func:`empty` must not outlive its session (no state,
+nothing returned to the user). ``muonlab`` opens a session around one bucket's chain of stages in
+the local mode and uses it for the gradient stack, the Nesterov mix and the orthogonalizer's
+buffers; the update they produce is written into the parameters before the session closes.
+
+Memory: the workspace keeps the largest set of temporaries one bucket needed (buffers are reused
+across buckets and steps, largest-fit), typically 3-5x the largest bucket's size; see
+``ChainOptimizer.workspace_bytes``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import math
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+_CURRENT: contextvars.ContextVar[Workspace | None] = contextvars.ContextVar("muonlab_workspace", default=None)
+
+
+class Workspace:
+    """A pool of flat CPU buffers handed out by :func:`empty` inside :meth:`session`."""
+
+    def __init__(self) -> None:
+        self._free: list[Tensor] = []  # flat uint8 buffers not held by the open session
+        self._held: list[Tensor] = []
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the workspace keeps between steps."""
+        return sum(b.numel() for b in self._free) + sum(b.numel() for b in self._held)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Workspace]:
+        """Within the block, :func:`empty` draws from this workspace; everything drawn comes back at its end."""
+        token = _CURRENT.set(self)
+        try:
+            yield self
+        finally:
+            _CURRENT.reset(token)
+            self._free.extend(self._held)
+            self._held.clear()
+
+    def take(self, nbytes: int) -> Tensor:
+        """A flat uint8 buffer of at least ``nbytes`` not held by the session: the smallest free one that fits, else a new one."""
+        fits = [i for i, b in enumerate(self._free) if b.numel() >= nbytes]
+        if fits:
+            buf = self._free.pop(min(fits, key=lambda i: self._free[i].numel()))
+        else:
+            buf = torch.empty(nbytes, dtype=torch.uint8)
+        self._held.append(buf)
+        return buf
+
+    def clear(self) -> None:
+        """Drop every buffer (they are freed once no session holds them)."""
+        self._free.clear()
+
+
+def empty(shape: Sequence[int], dtype: torch.dtype, device: torch.device | str) -> Tensor:
+    """A contiguous uninitialised tensor: from the open session's workspace on CPU, else ``torch.empty``."""
+    ws = _CURRENT.get()
+    device = torch.device(device)
+    if ws is None or device.type != "cpu" or torch.compiler.is_compiling():
+        return torch.empty(tuple(shape), dtype=dtype, device=device)
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    n = math.prod(shape)
+    # 64-byte alignment of every view: buffers start aligned (torch's CPU allocator) and are used from offset 0.
+    return ws.take(max(n * itemsize, 1))[: n * itemsize].view(dtype).view(tuple(shape))
+
+
+def empty_like(x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """:func:`empty` with ``x``'s shape, device and (unless given) dtype.
+
+    Keeps a transposed layout (``x.mT`` contiguous, e.g. the wide view of a tall stack), as
+    ``torch.empty_like`` would, so kernels see the same strides as with a fresh tensor; any other
+    layout comes back contiguous.
+    """
+    dtype = dtype or x.dtype
+    if x.dim() >= 2 and not x.is_contiguous() and x.mT.is_contiguous():
+        return empty(x.mT.shape, dtype, x.device).mT
+    return empty(x.shape, dtype, x.device)
+
+
+def out_like(x: Tensor) -> Tensor | None:
+    """An ``out=`` tensor like ``x`` (:func:`empty_like`), or None under ``torch.compile``.
+
+    ``torch.op(..., out=None)`` is the functional form, which is what a compiled graph wants: out=
+    into a strided tensor breaks the graph, and the compiler plans its own buffers anyway.
+    """
+    return None if torch.compiler.is_compiling() else empty_like(x)

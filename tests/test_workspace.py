@@ -1,0 +1,93 @@
+"""The CPU workspace (muonlab.orth.workspace): distinct buffers within a session, reuse across sessions,
+nothing drawn outside one, the same results as fresh allocations, and memory that stops growing."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+import muonlab
+from muonlab.orth import auto_orthogonalize, gram_newton_schulz, newton_schulz, workspace
+from muonlab.orth.workspace import Workspace
+
+
+def _storage(t: torch.Tensor) -> int:
+    return t.untyped_storage().data_ptr()
+
+
+def test_buffers_are_distinct_within_a_session_and_reused_after():
+    ws = Workspace()
+    with ws.session():
+        a = workspace.empty((4, 8), torch.float32, "cpu")
+        b = workspace.empty((4, 8), torch.float32, "cpu")
+        c = workspace.empty((2, 3), torch.float64, "cpu")
+        ptrs = {_storage(a), _storage(b), _storage(c)}
+        assert len(ptrs) == 3  # nothing aliases inside a session
+        a.fill_(1.0), b.fill_(2.0)
+        assert torch.equal(a, torch.ones(4, 8)) and torch.equal(b, torch.full((4, 8), 2.0))
+    held = ws.nbytes
+    assert held >= 2 * 4 * 8 * 4 + 2 * 3 * 8
+    with ws.session():
+        again = {_storage(workspace.empty((4, 8), torch.float32, "cpu")) for _ in range(2)}
+        smaller = workspace.empty((5,), torch.float32, "cpu")  # largest-fit reuse of the float64 buffer
+    assert again <= ptrs and _storage(smaller) in ptrs and ws.nbytes == held
+
+
+def test_outside_a_session_it_is_torch_empty():
+    ws = Workspace()
+    with ws.session():
+        inside = workspace.empty((3, 3), torch.float32, "cpu")
+    outside = workspace.empty((3, 3), torch.float32, "cpu")
+    assert _storage(outside) != _storage(inside) and ws.nbytes == 9 * 4
+    # empty_like keeps a transposed layout, as torch.empty_like does
+    x = torch.randn(5, 7).mT
+    with ws.session():
+        y = workspace.empty_like(x)
+    assert y.shape == x.shape and y.stride() == x.stride()
+
+
+def test_orthogonalizers_in_a_session_equal_fresh_allocations_and_do_not_escape_outside():
+    g = torch.Generator().manual_seed(0)
+    for shape in [(3, 16, 16), (2, 24, 8), (2, 8, 40)]:
+        X = torch.randn(shape, generator=g)
+        fresh = [newton_schulz(X), gram_newton_schulz(X), auto_orthogonalize(X)]
+        ws = Workspace()
+        with ws.session():
+            pooled = [newton_schulz(X), gram_newton_schulz(X), auto_orthogonalize(X)]
+            pooled = [p.clone() for p in pooled]  # what a caller may keep must be copied out
+        assert all(torch.equal(a, b) for a, b in zip(fresh, pooled))
+        assert ws.nbytes > 0
+        # without a session the results are ordinary tensors, never workspace views
+        out = newton_schulz(X)
+        held = {b.untyped_storage().data_ptr() for b in ws._free}
+        assert _storage(out) not in held
+
+
+class _NoSession(Workspace):
+    """A workspace that never opens a session: every temporary is a fresh tensor."""
+
+    def session(self):  # type: ignore[override]
+        return contextlib.nullcontext(self)
+
+
+def test_an_optimizer_step_uses_a_bounded_workspace_and_equals_fresh_allocations():
+    """Muon's workspace stops growing after the first step, and its trajectory equals a run whose temporaries
+    are all fresh tensors (the same kernels)."""
+    def run(ws: Workspace):
+        g = torch.Generator().manual_seed(1)
+        mats = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in [(24, 8), (24, 8), (16, 16), (8, 40)]]
+        opt = muonlab.Muon([{"params": mats}])
+        opt._workspace = ws
+        sizes = []
+        for _ in range(5):
+            for p in mats:
+                p.grad = torch.randn(p.shape, generator=g)
+            opt.step()
+            sizes.append(opt.workspace_bytes)
+        return [p.detach().clone() for p in mats], sizes
+
+    pooled, sizes = run(Workspace())
+    fresh, none = run(_NoSession())
+    assert all(torch.equal(a, b) for a, b in zip(pooled, fresh))
+    assert sizes[0] > 0 and sizes == [sizes[0]] * 5 and set(none) == {0}
