@@ -3,7 +3,7 @@ nothing drawn outside one, the same results as fresh allocations, and memory tha
 
 from __future__ import annotations
 
-import contextlib
+import copy
 
 import torch
 
@@ -64,30 +64,29 @@ def test_orthogonalizers_in_a_session_equal_fresh_allocations_and_do_not_escape_
         assert _storage(out) not in held
 
 
-class _NoSession(Workspace):
-    """A workspace that never opens a session: every temporary is a fresh tensor."""
-
-    def session(self):  # type: ignore[override]
-        return contextlib.nullcontext(self)
-
-
 def test_an_optimizer_step_uses_a_bounded_workspace_and_equals_fresh_allocations():
-    """Muon's workspace stops growing after the first step, and its trajectory equals a run whose temporaries
-    are all fresh tensors (the same kernels)."""
-    def run(ws: Workspace):
+    """Muon's workspace stops growing within the first step and holds what the largest bucket needs; the
+    trajectory equals a run with the workspace off (every temporary a fresh tensor, the same kernels)."""
+    def run(enabled: bool):
         g = torch.Generator().manual_seed(1)
         mats = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in [(24, 8), (24, 8), (16, 16), (8, 40)]]
         opt = muonlab.Muon([{"params": mats}])
-        opt._workspace = ws
+        opt.cpu_workspace = enabled
         sizes = []
         for _ in range(5):
             for p in mats:
                 p.grad = torch.randn(p.shape, generator=g)
             opt.step()
             sizes.append(opt.workspace_bytes)
-        return [p.detach().clone() for p in mats], sizes
+        return [p.detach().clone() for p in mats], sizes, opt
 
-    pooled, sizes = run(Workspace())
-    fresh, none = run(_NoSession())
+    pooled, sizes, opt = run(True)
+    fresh, none, _ = run(False)
     assert all(torch.equal(a, b) for a, b in zip(pooled, fresh))
     assert sizes[0] > 0 and sizes == [sizes[0]] * 5 and set(none) == {0}
+    # bounded by one bucket's temporaries: here well under ten copies of the largest bucket (2 x 24 x 8 fp32)
+    assert sizes[0] <= 10 * 2 * 24 * 8 * 4
+    twin = copy.deepcopy(opt)  # the setting is copied, the buffers are not
+    assert twin.cpu_workspace and twin.workspace_bytes == 0
+    opt.cpu_workspace = False
+    assert copy.deepcopy(opt).cpu_workspace is False and opt.workspace_bytes == 0

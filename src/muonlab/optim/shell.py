@@ -325,13 +325,28 @@ class ChainOptimizer(Optimizer):
         # The bucket's large temporaries come from the workspace (CPU pages that stay mapped between
         # steps), in the local mode, where nothing outlives the bucket; the distributed modes' async
         # collectives may, so they allocate.
-        with self._workspace.session() if b.mode == "local" else contextlib.nullcontext():
+        pooled = b.mode == "local" and self._workspace is not None
+        with self._workspace.session() if pooled else contextlib.nullcontext():
             self._step_stack(b, gate)
 
     @property
     def workspace_bytes(self) -> int:
         """Bytes of CPU scratch the optimizer keeps between steps (``muonlab.orth.workspace``; 0 on GPUs)."""
-        return self._workspace.nbytes
+        return 0 if self._workspace is None else self._workspace.nbytes
+
+    @property
+    def cpu_workspace(self) -> bool:
+        """Whether a CPU step keeps its large temporaries between steps (default True; see ``workspace_bytes``).
+
+        Set it to False where memory is tighter than time: every step then allocates them afresh
+        (bitwise the same results, ~17% slower for Muon on the CPU of docs/BENCHMARKS.md).
+        """
+        return self._workspace is not None
+
+    @cpu_workspace.setter
+    def cpu_workspace(self, enabled: bool) -> None:
+        if enabled != self.cpu_workspace:
+            self._workspace = Workspace() if enabled else None
 
     def _step_stack(self, b: Bucket, gate: Tensor | None) -> None:
         params, group, shape, counts = b.params, b.group, b.local_shape, b.local_counts
@@ -469,7 +484,8 @@ class ChainOptimizer(Optimizer):
         # The stack cache is rebuilt from the per-parameter state; a process group cannot be
         # pickled, so a copy runs locally until it is given one again.
         state = dict(super().__getstate__(), _adamw_defaults=self._adamw_defaults, _nonfinite=self._nonfinite,
-                     _skipped=self._skipped, _compile_kwargs=self._compile_kwargs)  # compiled graphs are rebuilt
+                     _skipped=self._skipped, _compile_kwargs=self._compile_kwargs,  # compiled graphs are rebuilt
+                     _workspace_on=self.cpu_workspace)  # the buffers themselves are not copied
         if getattr(self, "_process_group", None) is not None:
             warnings.warn(f"{type(self).__name__}: the copy drops process_group and runs in local mode", stacklevel=2)
         return state
@@ -477,7 +493,7 @@ class ChainOptimizer(Optimizer):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self._stack_cache = {}
-        self._workspace = Workspace()
+        self._workspace = Workspace() if state.get("_workspace_on", True) else None
         self._process_group = None
         self.__dict__.setdefault("_nonfinite", "skip")
         self.__dict__.setdefault("_skipped", None)

@@ -19,9 +19,10 @@ nothing returned to the user). ``muonlab`` opens a session around one bucket's c
 the local mode and uses it for the gradient stack, the Nesterov mix and the orthogonalizer's
 buffers; the update they produce is written into the parameters before the session closes.
 
-Memory: the workspace keeps the largest set of temporaries one bucket needed (buffers are reused
-across buckets and steps, largest-fit), typically 3-5x the largest bucket's size; see
-``ChainOptimizer.workspace_bytes``.
+Memory: the workspace converges to the set of temporaries the largest bucket needs (buffers are
+reused across buckets and steps, smallest fit first; a request that fits nothing replaces the largest
+free buffer): for Muon on GPT-like stacks about 5 bucket-sized and 5 Gram-sized buffers, ~2x the
+hidden matrices' size (docs/BENCHMARKS.md); see ``ChainOptimizer.workspace_bytes``.
 """
 
 from __future__ import annotations
@@ -66,6 +67,10 @@ class Workspace:
         if fits:
             buf = self._free.pop(min(fits, key=lambda i: self._free[i].numel()))
         else:
+            # Nothing free is large enough: the new buffer replaces the largest free one (too small),
+            # so the workspace converges to what the largest bucket needs, not to the sum over buckets.
+            if self._free:
+                self._free.pop(max(range(len(self._free)), key=lambda i: self._free[i].numel()))
             buf = torch.empty(nbytes, dtype=torch.uint8)
         self._held.append(buf)
         return buf
