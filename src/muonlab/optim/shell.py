@@ -549,7 +549,7 @@ def _zero_if_skipped(G: Tensor, gate: Tensor, owned: bool) -> Tensor:
     runs both are the identity (every entry is finite then). ``owned``: G is not a view of ``p.grad``.
     """
     gate = gate.to(G.dtype)
-    G = G.mul_(gate) if owned else G * gate
+    G = G.mul_(gate) if owned else torch.mul(G, gate, out=workspace.empty_like(G))
     return G.nan_to_num_(nan=0.0)
 
 

@@ -112,7 +112,9 @@ def resolve(spec: str | Callable) -> Orthogonalizer:
         spec: a registry name (see :func:`available`; case-insensitive, '-' same as '_')
             or a callable. A callable that accepts a single positional argument is
             wrapped so that ``steps`` and ``dtype`` are ignored; otherwise it must accept
-            ``(X, steps, dtype)`` positionally and is returned unchanged.
+            ``(X, steps, dtype)`` positionally and is returned unchanged. Inside an optimizer
+            step on CPU, ``X`` may be workspace scratch (:mod:`muonlab.orth.workspace`): a callable
+            that keeps it beyond the call must clone it.
 
     Returns:
         The orthogonalizer.
