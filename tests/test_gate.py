@@ -132,3 +132,24 @@ def test_a_compiled_step_skips_too(name):
     for a, b in zip(*runs):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("bad_at", [None, "small", "large", "bf16"])
+def test_the_cpu_finite_check_sees_every_tensor(bad_at):
+    """Small gradients are checked together (one concatenation), large ones one by one: a NaN or Inf anywhere,
+    in any dtype, is seen; a healthy set passes, huge finite values included."""
+    from muonlab.distributed.engine import _max_abs
+
+    g = torch.Generator().manual_seed(0)
+    grads = [torch.randn(7, generator=g), torch.randn(300, 400, generator=g) * 1e30, torch.randn(64, 64, generator=g),
+             torch.randn(5, generator=g).to(torch.bfloat16), torch.randn(70000, generator=g)]
+    if bad_at == "small":
+        grads[2][3, 4] = math.nan
+    elif bad_at == "large":
+        grads[1][0, 0] = -math.inf
+    elif bad_at == "bf16":
+        grads[3][1] = math.inf
+    peaks = _max_abs(grads)
+    assert bool(torch.isfinite(torch.stack([p.float() for p in peaks])).all()) is (bad_at is None)
+    if bad_at is None:  # the largest peak is the largest |entry|
+        assert max(p.float().item() for p in peaks) == max(x.abs().max().float().item() for x in grads)

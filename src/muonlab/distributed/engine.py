@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from ..orth import workspace
 from ..orth.norms import max_abs
 from ..stages.context import Local
 from . import comm
@@ -92,12 +93,27 @@ def build_contexts(buckets: list[Bucket]) -> None:
             b.ctx = Sharded(b.shape, b.local_shape, b.sharding, counts.get(id(b)), b.counts, b.squeeze)
 
 
+#: tensors at least this large get their own reductions in the CPU finite check; smaller ones are concatenated
+_LARGE = 1 << 16
+
+
 def _max_abs(grads: list[Tensor]) -> list[Tensor]:
-    """``max |g|`` of each tensor (NaN propagates): one foreach kernel on accelerators; on CPU, where
-    ``_foreach_norm(ord=inf)`` is ~9x slower than two vectorized reductions per tensor (torch 2.13,
-    AVX2), ``max(amax, -amin)``. The values are the same either way."""
+    """Peaks ``max |g|`` that cover every tensor (NaN propagates): one per tensor from one foreach kernel
+    on accelerators; on CPU, where ``_foreach_norm(ord=inf)`` is ~9x slower than two vectorized
+    reductions (torch 2.13, AVX2), ``max(amax, -amin)`` per large tensor and one over all small ones
+    together. Their maximum, and whether all are finite, is the same either way."""
     if grads[0].device.type == "cpu":
-        return [max_abs(g, tuple(range(g.dim()))) for g in grads]
+        batch = [g.numel() < _LARGE and g.device.type == "cpu" for g in grads]
+        large = [g for g, b in zip(grads, batch) if not b]
+        small = [g.reshape(-1) for g, b in zip(grads, batch) if b]
+        peaks = [max_abs(g, tuple(range(g.dim()))) for g in large]
+        # Small tensors (biases, norms, many small matrices) are concatenated first: one copy of a few
+        # elements instead of two reductions' dispatch per tensor (1152 of them for 576 small tensors).
+        for dtype in dict.fromkeys(g.dtype for g in small):  # one concatenation per dtype, into workspace scratch
+            same = [g for g in small if g.dtype == dtype]
+            flat = same[0] if len(same) == 1 else torch.cat(same, out=workspace.empty((sum(g.numel() for g in same),), dtype, "cpu"))
+            peaks.append(max_abs(flat, 0))
+        return peaks
     return list(torch._foreach_norm(grads, ord=math.inf))
 
 

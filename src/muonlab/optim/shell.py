@@ -244,7 +244,8 @@ class ChainOptimizer(Optimizer):
         self._check_gradients()
         buckets = [b for group in self.param_groups for b in self._buckets(group)]
         build_contexts(buckets)
-        ok = None if self._nonfinite == "propagate" else finite(buckets)
+        with self._workspace.session() if self._workspace is not None else contextlib.nullcontext():
+            ok = None if self._nonfinite == "propagate" else finite(buckets)  # a 0-D result: nothing escapes
         if ok is not None and self._nonfinite == "raise" and not bool(ok):  # the documented host sync
             raise FloatingPointError(f"{type(self).__name__}: a gradient holds NaN or Inf (nonfinite='raise')")
         gate = ok if self._nonfinite == "skip" else None
