@@ -75,10 +75,6 @@ class Workspace:
         self._held.append(buf)
         return buf
 
-    def clear(self) -> None:
-        """Drop every buffer (they are freed once no session holds them)."""
-        self._free.clear()
-
 
 def empty(shape: Sequence[int], dtype: torch.dtype, device: torch.device | str) -> Tensor:
     """A contiguous uninitialised tensor: from the open session's workspace on CPU, else ``torch.empty``."""

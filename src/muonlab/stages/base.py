@@ -212,8 +212,8 @@ class Stack:
 
     @staticmethod
     def _scalar(value: float, like: Tensor) -> Tensor:
-        # zeros().add_(value) rounds value once to like's dtype, as a Python scalar operand is, and
-        # enters a compiled graph as data rather than as a constant guarded by value (see hp()).
+        # zeros().add_(value) rounds value once to like's dtype, as a Python scalar operand of a kernel
+        # on like is rounded: the gated coefficient equals the float the ungated code passes.
         return torch.zeros((), dtype=like.dtype, device=like.device).add_(value)
 
     def restore_if_skipped(self) -> None:
