@@ -32,9 +32,9 @@ def pow2_scale(amax: Tensor) -> Tensor:
     underflow.
     """
     _, e = torch.frexp(amax)
-    e = e.clamp(min=2 - math.frexp(torch.finfo(amax.dtype).max)[1])  # maxexp: 128 in fp32, 1024 in fp64
-    ok = torch.isfinite(amax) & (amax > 0)
-    return torch.where(ok, torch.ldexp(torch.ones_like(amax), -e), torch.ones_like(amax))
+    ok = (amax > 0) & (amax < math.inf)  # finite and positive (NaN fails both)
+    e = torch.where(ok, e.clamp_(min=2 - math.frexp(torch.finfo(amax.dtype).max)[1]), 0)  # maxexp: 128 fp32, 1024 fp64
+    return torch.ldexp(torch.ones_like(amax), e.neg_())  # 2^0 = 1 where not ok
 
 
 def max_abs(X: Tensor, dim: Dims, keepdim: bool = False) -> Tensor:

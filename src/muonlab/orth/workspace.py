@@ -78,9 +78,11 @@ class Workspace:
 
 def empty(shape: Sequence[int], dtype: torch.dtype, device: torch.device | str) -> Tensor:
     """A contiguous uninitialised tensor: from the open session's workspace on CPU, else ``torch.empty``."""
+    if torch.compiler.is_compiling():  # first: Dynamo cannot trace ContextVar.get
+        return torch.empty(tuple(shape), dtype=dtype, device=device)
     ws = _CURRENT.get()
     device = torch.device(device)
-    if ws is None or device.type != "cpu" or torch.compiler.is_compiling():
+    if ws is None or device.type != "cpu":
         return torch.empty(tuple(shape), dtype=dtype, device=device)
     itemsize = torch.empty((), dtype=dtype).element_size()
     n = math.prod(shape)
