@@ -141,12 +141,30 @@ def spawn(fn: Callable, world: int, tmp: str, *args) -> None:
 
 # ----------------------------------------------------------------------------- replicated (DDP)
 _ORTHOGONALIZED = [0]
+_NORMS_GIVEN = [0]  # matrices that came with a known Frobenius norm (NAMO, NAMO-D)
 
 
-def counting_svd(X: torch.Tensor) -> torch.Tensor:
-    """The exact polar factor, counting how many matrices this process orthogonalized."""
+def counting_svd(X: torch.Tensor, steps: int = 5, dtype: torch.dtype | None = None, *, norm=None) -> torch.Tensor:
+    """The exact polar factor, counting how many matrices this process orthogonalized.
+
+    A norm handed over by the stages must be the Frobenius norm of exactly these matrices (the
+    owner's slice of the stack's global norms).
+    """
+    del steps, dtype
     _ORTHOGONALIZED[0] += X.shape[0]
+    if norm is not None:
+        want = torch.linalg.vector_norm(X, dim=(-2, -1))
+        assert norm.shape == want.shape and torch.allclose(norm, want, rtol=1e-12, atol=0), (norm, want)
+        _NORMS_GIVEN[0] += X.shape[0]
     return muonlab.orth.svd_polar(X)
+
+
+def _norms_given_somewhere(name: str) -> None:
+    """NAMO and NAMO-D hand their norm of the momentum to the orthogonalizer on some rank; the rest never."""
+    seen = torch.tensor([_NORMS_GIVEN[0]])
+    dist.all_reduce(seen)
+    assert (int(seen) > 0) == (name in ("namo", "namo-d")), f"{name}: {int(seen)} matrices came with a norm"
+    _NORMS_GIVEN[0] = 0
 
 
 def replicated(rank: int, world: int) -> None:
@@ -176,6 +194,7 @@ def replicated(rank: int, world: int) -> None:
             assert counts == {}, counts
             continue
         assert "replicated" in opt.describe()
+        _norms_given_somewhere(name)
         # The work is split: every matrix orthogonalized once, on one rank; no rank does it all.
         mine = torch.tensor([_ORTHOGONALIZED[0]])
         shares = [torch.zeros_like(mine) for _ in range(world)]
@@ -237,7 +256,7 @@ def sharded(rank: int, world: int) -> None:
 
     for name in ORTHOGONAL + ["adamw"]:
         model = fsdp_model(mesh)
-        opt = make(name, groups(model))
+        opt = make(name, groups(model), **({} if name == "adamw" else {"orthogonalizer": counting_svd}))
         counts = {}
         for t in range(3):
             opt.zero_grad()
@@ -257,6 +276,7 @@ def sharded(rank: int, world: int) -> None:
         if name == "adamw":
             assert counts == {"all_reduce": 1}, counts  # the finite flag only
             continue
+        _norms_given_somewhere(name)
         r, c, g = ALL_REDUCES[name]
         # + 1 all_reduce per step: the ranks agree whether every gradient is finite (nonfinite="skip")
         want = {"all_to_all": 2 * (ROW_STACKS + COL_STACKS), "all_reduce": r * ROW_STACKS + c * COL_STACKS + 1}

@@ -325,6 +325,38 @@ def test_zero_gradient_from_start_leaves_weights_decayed_only():
         assert torch.equal(p.detach(), W0)
 
 
+@pytest.mark.parametrize("cls,hands_over", [(muonlab.NAMO, True), (muonlab.NAMOD, True), (muonlab.Muon, False)])
+def test_the_momentum_norm_goes_to_the_orthogonalizer(cls, hands_over):
+    """NAMO and NAMO-D give the orthogonalizer the ||M~||_F they computed for their stepsizes: it is
+    the Frobenius norm of exactly the matrices orthogonalized (a mixed conv / linear bucket included),
+    and the result equals an orthogonalizer that computes the norm itself (fp64, 3 steps)."""
+    seen = []
+
+    def told(X, steps, dtype, *, norm=None):
+        seen.append((X.clone(), norm))
+        return muonlab.orth.auto_orthogonalize(X, steps, dtype, norm=norm)
+
+    def untold(X, steps, dtype):
+        return muonlab.orth.auto_orthogonalize(X, steps, dtype)
+
+    finals = []
+    for orth_fn in (told, untold):
+        params = _params(SHAPES)
+        opt = cls(params, orthogonalizer=orth_fn)
+        for grads in _grads(SHAPES, 3):
+            for p, g in zip(params, grads):
+                p.grad = g
+            opt.step()
+        finals.append(params)
+    assert seen
+    for X, norm in seen:
+        if hands_over:
+            assert torch.allclose(norm, torch.linalg.vector_norm(X, dim=(-2, -1)), rtol=1e-14, atol=0)
+        else:
+            assert norm is None
+    assert max(_rel(a.detach(), b.detach()) for a, b in zip(*finals)) < 1e-12
+
+
 # ----------------------------------------------------------------------------- API
 BAD = [("variant", "reference"), ("conv_shape", "out_in"), ("mu2", 1.0), ("mu2", -0.5), ("eps", -1e-8),
        ("scale_coeff", -0.2), ("momentum", 1.0), ("lr", -1.0), ("c", -0.1), ("decay", "wd")]

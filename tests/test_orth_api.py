@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import muonlab.orth as orth
+from muonlab.orth.norms import safe_norm
 
 F64 = torch.float64
 NS_NAMES = ["jordan", "you", "polar_express", "polar_express_dion", "cubic"]
@@ -65,6 +66,38 @@ def test_zero_matrix_with_eps_zero():
     """Even with eps=0 the zero matrix stays zero (denominator guarded)."""
     Y = orth.newton_schulz(torch.zeros(2, 3, 5), "polar_express", eps=0.0)
     assert torch.equal(Y, torch.zeros_like(Y))
+
+
+# ----------------------------------------------------------------------------- a known norm
+@pytest.mark.parametrize("spec", ["newton_schulz", "you", "polar_express", "gram_newton_schulz", "auto", "auto_you"])
+@pytest.mark.parametrize("shape", [(3, 12, 12), (2, 30, 9), (2, 9, 30), (1, 5)])
+def test_a_known_norm_gives_the_same_result(spec, shape):
+    """``norm=||X||_F`` (what NAMO hands over) replaces the normalization's own passes: same polar
+    approximation to fp64 rounding, and to fp32 rounding in fp32."""
+    fn = orth.resolve(spec)
+    X = gaussian(*shape, seed=len(shape))
+    norm = torch.linalg.vector_norm(X, dim=(-2, -1))
+    assert (fn(X, 5, None, norm=norm) - fn(X, 5, None)).abs().max() < 1e-13
+    X32, norm32 = X.float(), norm.float()
+    assert (fn(X32, 5, None, norm=norm32) - fn(X32, 5, None)).abs().max() < 2e-6
+
+
+@pytest.mark.parametrize("scale", [1e30, 1e-30])
+def test_a_known_norm_at_extreme_scales(scale):
+    """fp32 entries of 1e30 / 1e-30 with their (overflow-safe) norm: the same result as at scale 1
+    (eps = 0, which would otherwise dominate a 1e-30 matrix's norm, as it does without a known norm)."""
+    X = gaussian(2, 8, 20, seed=3, dtype=torch.float32)
+    want = orth.newton_schulz(X, "jordan", eps=0.0)
+    Xs = X * scale
+    got = orth.newton_schulz(Xs, "jordan", eps=0.0, norm=safe_norm(Xs, (-2, -1)))
+    assert torch.isfinite(got).all() and (got - want).abs().max() < 2e-6
+
+
+def test_a_known_zero_norm_keeps_zeros():
+    """A zero matrix with norm 0 stays zero, with eps = 0 too (the denominator is guarded)."""
+    for eps in (1e-7, 0.0):
+        Y = orth.newton_schulz(torch.zeros(2, 3, 5), eps=eps, norm=torch.zeros(2))
+        assert torch.equal(Y, torch.zeros_like(Y))
 
 
 def test_empty_inputs():

@@ -49,12 +49,16 @@ class Replicated(Local):
         super().__init__(shape)
         self.group, self.rank, self.counts = group, rank, counts
 
-    def orthogonalize(self, fn: Callable[..., Tensor], U: Tensor, steps: int, dtype: torch.dtype, wire: torch.dtype) -> Tensor:
+    def orthogonalize(
+        self, fn: Callable[..., Tensor], U: Tensor, steps: int, dtype: torch.dtype, wire: torch.dtype,
+        norm: Tensor | None = None,
+    ) -> Tensor:
         counts, r = self.counts, self.rank
         per = max(counts)
         start = offsets(counts)[r]
         mine = U[start : start + counts[r]]  # (k_r, m, n)
-        O = fn(mine, steps, dtype).to(wire) if counts[r] else mine.to(wire)
+        kw = {} if norm is None else {"norm": norm[start : start + counts[r]]}
+        O = fn(mine, steps, dtype, **kw).to(wire) if counts[r] else mine.to(wire)
         if counts[r] < per:  # all_gather_into_tensor needs the same size on every rank
             O = torch.cat([O, O.new_zeros((per - counts[r], *O.shape[1:]))])
         return _join(comm.all_gather(O, self.group), counts, per).to(U.dtype)
@@ -135,9 +139,12 @@ class Sharded(Local):
         return torch.kthvalue(full, rank, dim=-1).values
 
     # -------------------------------------------------------------- orthogonalization
-    def orthogonalize(self, fn: Callable[..., Tensor], U: Tensor, steps: int, dtype: torch.dtype, wire: torch.dtype) -> Tensor:
+    def orthogonalize(
+        self, fn: Callable[..., Tensor], U: Tensor, steps: int, dtype: torch.dtype, wire: torch.dtype,
+        norm: Tensor | None = None,
+    ) -> Tensor:
         if self.group is None:  # whole matrices on this rank (batch-sharded or replicated DTensor)
-            return fn(U, steps, dtype)
+            return super().orthogonalize(fn, U, steps, dtype, wire, norm)
         W, r, counts, d = self.world, self.rank, self.counts, self.sharded_dim
         m, n = self.shape[-2:]
         c = chunk(self.shape[d], W)
@@ -150,7 +157,10 @@ class Sharded(Local):
             full = got.view(W, mine, c, n).transpose(0, 1).reshape(mine, W * c, n)[:, :m]
         else:
             full = got.view(W, mine, m, c).permute(1, 2, 0, 3).reshape(mine, m, W * c)[..., :n]
-        O = fn(full.to(U.dtype), steps, dtype) if mine else full.to(U.dtype)  # (mine, m, n)
+        # The norms are global (NAMO's come from all-reduced sums); this rank gets its owned block.
+        start = offsets(counts)[r]
+        kw = {} if norm is None else {"norm": norm[start : start + mine]}
+        O = fn(full.to(U.dtype), steps, dtype, **kw) if mine else full.to(U.dtype)  # (mine, m, n)
         # Back: pad to W chunks along the sharded axis and send chunk s to rank s.
         if d == -2:
             back = F.pad(O, (0, 0, 0, W * c - m)).view(mine, W, c, n).transpose(0, 1)

@@ -113,6 +113,7 @@ def choose(
 
 def auto_orthogonalize(
     X: Tensor, steps: int = 5, dtype: torch.dtype | None = None, eps: float = 1e-7, schedule: str = "jordan",
+    *, norm: Tensor | None = None,
 ) -> Tensor:
     """Registry entries ``"auto"`` / ``"auto_you"``: ``f(X, steps, dtype)`` in the form :func:`choose` picks.
 
@@ -122,9 +123,10 @@ def auto_orthogonalize(
         dtype: compute dtype of the iteration (None: ``X.dtype``).
         eps: added to the normalization's Frobenius norm (as in :func:`newton_schulz`).
         schedule: ``"jordan"`` (``"auto"``) or ``"you"`` (``"auto_you"``).
+        norm: ``||X||_F`` per matrix when the caller knows it already (skips the normalization's passes).
     """
     check_matrix(X)
     c = choose(X.shape[-2], X.shape[-1], steps, dtype or X.dtype, schedule)
     if c.method == "gram_newton_schulz":
-        return gram_newton_schulz(X, schedule, steps, restarts=default_restarts(steps), dtype=dtype, eps=eps)
-    return newton_schulz(X, schedule, steps, dtype=dtype, eps=eps)
+        return gram_newton_schulz(X, schedule, steps, restarts=default_restarts(steps), dtype=dtype, eps=eps, norm=norm)
+    return newton_schulz(X, schedule, steps, dtype=dtype, eps=eps, norm=norm)

@@ -46,6 +46,7 @@ def gram_newton_schulz(
     dtype: torch.dtype | None = None,
     prescale: float | None = None,
     eps: float = 1e-7,
+    norm: Tensor | None = None,
 ) -> Tensor:
     """Odd-polynomial polar approximation iterated on the Gram matrix (Zhang, Amsel, Chen, Dao 2026).
 
@@ -70,6 +71,7 @@ def gram_newton_schulz(
         dtype: compute dtype (None: ``X.dtype``); the reference package uses fp16.
         prescale: normalisation safety factor (None: the schedule's default).
         eps: added to the scaled Frobenius norm.
+        norm: ``||X||_F`` per matrix when the caller knows it already (see :func:`normalize`).
 
     Returns:
         Tensor of ``X``'s shape and dtype, equal to ``newton_schulz(X, schedule, steps)`` up to round-off.
@@ -90,12 +92,14 @@ def gram_newton_schulz(
         raise ValueError(f"restarts must be >= 0, got {restarts!r}")
     m, n = X.shape[-2], X.shape[-1]
     if m == n or X.numel() == 0 or steps == 0:
-        return newton_schulz(X, triples, steps, dtype=dtype, prescale=prescale if prescale is not None else default_prescale, eps=eps)
+        return newton_schulz(
+            X, triples, steps, dtype=dtype, prescale=prescale if prescale is not None else default_prescale, eps=eps, norm=norm,
+        )
     prescale = default_prescale if prescale is None else float(prescale)
 
     out_dtype, transposed = X.dtype, m > n
     Y = X.mT if transposed else X  # (..., k, K), k < K
-    Y = normalize(Y, prescale, eps, dtype)
+    Y = normalize(Y, prescale, eps, dtype, norm)
     lead, (k, K) = Y.shape[:-2], Y.shape[-2:]
     Y = Y.reshape(-1, k, K)  # (B, k, K)
     eye = torch.eye(k, dtype=Y.dtype, device=Y.device).expand(Y.shape[0], k, k)

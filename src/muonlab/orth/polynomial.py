@@ -41,12 +41,19 @@ def check_compute_dtype(dtype: torch.dtype | None) -> None:
         raise ValueError(f"dtype must be None or a floating torch.dtype, got {dtype!r}")
 
 
-def normalize(X: Tensor, prescale: float, eps: float, dtype: torch.dtype | None) -> Tensor:
+def normalize(
+    X: Tensor, prescale: float, eps: float, dtype: torch.dtype | None, norm: Tensor | None = None,
+) -> Tensor:
     """Return ``X / (prescale * ||X||_F + eps)`` per matrix, cast to the compute dtype.
 
     The norm and the division run in fp32 (fp64 when ``X`` or ``dtype`` is fp64) so that
     a bf16 input or compute dtype does not lose the scale before the cast; a zero
     denominator (zero matrix with ``eps = 0``) is replaced by 1 so zeros stay zeros.
+
+    ``norm``: ``||X||_F`` per matrix (shape ``X.shape[:-2]``), when the caller has it already, e.g.
+    NAMO's statistics of the same momentum. The result is then one division (no max-abs, scaled copy
+    or norm pass over ``X``); it equals the computed form up to the rounding of the norm's summation
+    order. The value is trusted, not checked.
     """
     if prescale <= 0:
         raise ValueError(f"prescale must be > 0, got {prescale!r}")
@@ -62,12 +69,18 @@ def normalize(X: Tensor, prescale: float, eps: float, dtype: torch.dtype | None)
     # Bitwise the plain formula wherever the plain squares neither overflow nor underflow.
     if Xn.numel() == 0:
         return Xn.to(dtype if dtype is not None else X.dtype)
+    out_dtype = dtype if dtype is not None else X.dtype
+    if norm is not None:
+        denom = prescale * norm.to(norm_dtype).reshape(*Xn.shape[:-2], 1, 1) + eps
+        denom = torch.where(denom > 0, denom, torch.ones_like(denom))
+        if torch.compiler.is_compiling():
+            return (Xn / denom).to(out_dtype)
+        return torch.div(Xn, denom, out=workspace.empty(Xn.shape, out_dtype, X.device))  # never into X itself
     p2 = pow2_scale(max_abs(Xn, (-2, -1), keepdim=True))  # (..., 1, 1)
     Xs = torch.mul(Xn, p2, out=workspace.empty_like(Xn)) if not torch.compiler.is_compiling() else Xn * p2
     norm = torch.linalg.vector_norm(Xs, dim=(-2, -1), keepdim=True)
     denom = prescale * norm + eps * p2
     denom = torch.where(denom > 0, denom, torch.ones_like(denom))  # no host sync, no NaN
-    out_dtype = dtype if dtype is not None else X.dtype
     if torch.compiler.is_compiling():  # the compiler plans its own buffers; out= on a strided view breaks the graph
         return (Xs / denom).to(out_dtype)
     out = Xs if out_dtype == Xs.dtype else workspace.empty(Xn.shape, out_dtype, X.device)
@@ -115,6 +128,7 @@ def newton_schulz(
     dtype: torch.dtype | None = None,
     prescale: float | None = None,
     eps: float = 1e-7,
+    norm: Tensor | None = None,
 ) -> Tensor:
     """Approximate the polar factor ``U V^T`` of every matrix in ``X`` by an odd quintic iteration.
 
@@ -136,6 +150,8 @@ def newton_schulz(
             default (1.0 jordan/you/cubic, 1.01 polar_express, 1.02 polar_express_dion,
             1.0 for user sequences).
         eps: added to the scaled norm; keeps zero matrices at zero.
+        norm: ``||X||_F`` per matrix (shape ``X.shape[:-2]``) when the caller knows it already;
+            the normalization then skips its own passes over ``X`` (see :func:`normalize`).
 
     Returns:
         Tensor of ``X``'s shape and dtype.
@@ -156,7 +172,7 @@ def newton_schulz(
         return X.clone()  # empty batch or a 0-sized side: nothing to orthogonalize
     transposed = shape[-2] > shape[-1]
     Y = X.mT if transposed else X  # (..., k, K) with k <= K: Gram matrices are k x k
-    Y = normalize(Y, prescale, eps, dtype)
+    Y = normalize(Y, prescale, eps, dtype, norm)
     lead = Y.shape[:-2]
     Y = _iterate(Y.reshape(-1, *Y.shape[-2:]), triples, steps).reshape(*lead, *Y.shape[-2:])
     if transposed:

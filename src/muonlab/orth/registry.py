@@ -25,17 +25,21 @@ Orthogonalizer = Callable[[Tensor, int, "torch.dtype | None"], Tensor]
 
 
 def _ns(schedule: str) -> Orthogonalizer:
-    def orthogonalize(X: Tensor, steps: int = 5, dtype: torch.dtype | None = None, eps: float = 1e-7) -> Tensor:
-        return newton_schulz(X, schedule, steps, dtype=dtype, eps=eps)
+    def orthogonalize(
+        X: Tensor, steps: int = 5, dtype: torch.dtype | None = None, eps: float = 1e-7, *, norm: Tensor | None = None,
+    ) -> Tensor:
+        return newton_schulz(X, schedule, steps, dtype=dtype, eps=eps, norm=norm)
 
     orthogonalize.__name__ = f"newton_schulz_{schedule}"
-    orthogonalize.__doc__ = f"newton_schulz(X, schedule={schedule!r}, steps, dtype=dtype, eps=eps) (eps: the normalization's)."
+    orthogonalize.__doc__ = (
+        f"newton_schulz(X, schedule={schedule!r}, steps, dtype=dtype, eps=eps, norm=norm) (eps, norm: the normalization's)."
+    )
     return orthogonalize
 
 
-def _gram(X: Tensor, steps: int = 5, dtype: torch.dtype | None = None) -> Tensor:
-    """gram_newton_schulz(X, 'you', steps, restarts=default_restarts(steps), dtype=dtype)."""
-    return gram_newton_schulz(X, "you", steps, restarts=default_restarts(steps), dtype=dtype)
+def _gram(X: Tensor, steps: int = 5, dtype: torch.dtype | None = None, *, norm: Tensor | None = None) -> Tensor:
+    """gram_newton_schulz(X, 'you', steps, restarts=default_restarts(steps), dtype=dtype, norm=norm)."""
+    return gram_newton_schulz(X, "you", steps, restarts=default_restarts(steps), dtype=dtype, norm=norm)
 
 
 def _aol(X: Tensor, steps: int = 5, dtype: torch.dtype | None = None) -> Tensor:
@@ -44,8 +48,10 @@ def _aol(X: Tensor, steps: int = 5, dtype: torch.dtype | None = None) -> Tensor:
 
 
 def _auto(schedule: str) -> Orthogonalizer:
-    def orthogonalize(X: Tensor, steps: int = 5, dtype: torch.dtype | None = None, eps: float = 1e-7) -> Tensor:
-        return auto_orthogonalize(X, steps, dtype, eps, schedule)
+    def orthogonalize(
+        X: Tensor, steps: int = 5, dtype: torch.dtype | None = None, eps: float = 1e-7, *, norm: Tensor | None = None,
+    ) -> Tensor:
+        return auto_orthogonalize(X, steps, dtype, eps, schedule, norm=norm)
 
     orthogonalize.__name__ = "auto" if schedule == "jordan" else f"auto_{schedule}"
     orthogonalize.__doc__ = f"auto_orthogonalize(X, steps, dtype, eps, schedule={schedule!r}): NS or Gram-NS per shape."

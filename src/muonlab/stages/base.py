@@ -90,6 +90,7 @@ class Stack:
     fold_gate: bool = True
     _hp: dict[str, Tensor] = field(default_factory=dict)
     _snapshots: list[tuple[Tensor, Tensor]] = field(default_factory=list)
+    _update_norm: tuple[Tensor, Tensor] | None = None
 
     def __post_init__(self) -> None:
         if self.ctx is None:
@@ -114,6 +115,21 @@ class Stack:
         Overflow-safe unless ``safe=False`` (for inputs of order 1, e.g. an orthogonalized update).
         """
         return self.ctx.norms(*requests, safe=safe)
+
+    def remember_norm(self, norm: Tensor) -> None:
+        """Record ``||update||_F`` per matrix (``(k,)``, global when sharded) for the orthogonalizer.
+
+        A stage that has computed it anyway (NAMO's statistics) saves the normalization's own passes
+        over the update. The record holds only while ``update`` is the tensor it was taken of: a stage
+        that replaces the update drops it.
+        """
+        self._update_norm = (self.update, norm)
+
+    def known_norm(self) -> Tensor | None:
+        """``||update||_F`` per matrix if a stage recorded it for the current update, else None."""
+        if self._update_norm is not None and self._update_norm[0] is self.update:
+            return self._update_norm[1]
+        return None
 
     def nanmean_cols(self, x: Tensor) -> Tensor:
         """NaN-aware mean over the columns of a per-column vector ``(k, n)``, shape ``(k, 1)``."""

@@ -85,10 +85,17 @@ class Local:
         return torch.kthvalue(x, rank, dim=-1).values
 
     # -------------------------------------------------------------- orthogonalization
-    def orthogonalize(self, fn: Callable[..., Tensor], U: Tensor, steps: int, dtype: torch.dtype, wire: torch.dtype) -> Tensor:
-        """``fn(U, steps, dtype)`` (``wire`` is the dtype results may travel in between ranks)."""
+    def orthogonalize(
+        self, fn: Callable[..., Tensor], U: Tensor, steps: int, dtype: torch.dtype, wire: torch.dtype,
+        norm: Tensor | None = None,
+    ) -> Tensor:
+        """``fn(U, steps, dtype)`` (``wire`` is the dtype results may travel in between ranks).
+
+        ``norm``: ``||U||_F`` per matrix, ``(k,)``, already known; passed on as ``fn(..., norm=)`` for
+        the matrices ``fn`` gets (only for an ``fn`` that takes it).
+        """
         del wire
-        return fn(U, steps, dtype)
+        return fn(U, steps, dtype) if norm is None else fn(U, steps, dtype, norm=norm)
 
     # -------------------------------------------------------------- state layout
     def state_shape(self, axes: str | None) -> tuple[int, ...]:

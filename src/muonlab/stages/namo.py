@@ -121,7 +121,9 @@ def scale_by_namo(stack: Stack) -> None:
     # Overflow-safe norms and fp64 statistics: ||G||^2 of a 1e30-entry gradient is ~1e64, beyond
     # fp32, and the ratio must still be the formula's (tests compare with fp64 at +-1e30).
     sd = stat_dtype(stack.grad.device)
-    g, m = (x.to(sd) for x in stack.norms((stack.grad, (-2, -1)), (stack.update, (-2, -1))))
+    g, m = stack.norms((stack.grad, (-2, -1)), (stack.update, (-2, -1)))
+    stack.remember_norm(m)  # the orthogonalizer normalizes this update by the same norm
+    g, m = g.to(sd), m.to(sd)
     v = stack.buffer("namo.v", "", dtype=sd, gated=True)  # (k,); g = 0 on a skipped step
     v.mul_(stack.keep(mu2, v)).addcmul_(g, g, value=1 - mu2)
     alpha = (bias_corrected_lr(stack).to(sd) * ratio(m, v.sqrt(), group["eps"])).to(stack.grad.dtype)  # (k,)
@@ -146,6 +148,10 @@ def scale_by_namo_d(stack: Stack) -> None:
     # overflow-safe, with fp64 statistics as in scale_by_namo.
     sd = stat_dtype(stack.grad.device)
     cg, cm = (x.to(sd) for x in stack.norms((stack.grad, -2), (stack.update, -2)))
+    if sd == torch.float64 and stack.ctx.sharded_dim != -1:
+        # ||M~||_F from the column norms, for the orthogonalizer's normalization: exact in fp64 (the
+        # squares of fp32 norms cannot overflow there); with sharded columns the sum would be partial.
+        stack.remember_norm(cm.square().sum(-1).sqrt().to(stack.grad.dtype))
     V = stack.buffer("namo_d.v", "n", dtype=sd, gated=True)  # (k, n); cg = 0 on a skipped step
     V.mul_(stack.keep(mu2, V)).addcmul_(cg, cg, value=1 - mu2)
     r = ratio(cm, V.sqrt(), group["eps"]).to(stack.grad.dtype)  # (k, n)

@@ -50,13 +50,13 @@ def as_dtype(value: str | torch.dtype, device: torch.device | None = None) -> to
 
 @torch.compiler.assume_constant_result  # a property of the function object, fixed while it lives
 def _takes_eps(fn: object) -> bool:
-    return _signature_has_eps(fn)
+    return _signature_has(fn, "eps")
 
 
 @functools.lru_cache(maxsize=64)  # bounded: a user callable may come back as a fresh wrapper every step
-def _signature_has_eps(fn: object) -> bool:
+def _signature_has(fn: object, name: str) -> bool:
     try:
-        return "eps" in inspect.signature(fn).parameters
+        return name in inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return False
 
@@ -64,6 +64,12 @@ def _signature_has_eps(fn: object) -> bool:
 def with_eps(fn, eps: float | None):
     """``fn`` with its normalization ``eps`` set, when ``eps`` is given and ``fn`` takes one (the NS family)."""
     return fn if eps is None or not _takes_eps(fn) else functools.partial(fn, eps=eps)
+
+
+@torch.compiler.assume_constant_result  # a property of the function object, fixed while it lives
+def takes_norm(fn: object) -> bool:
+    """Whether ``fn`` accepts a known Frobenius norm as ``norm=`` (the NS family; not SVD, AOL)."""
+    return _signature_has(fn, "norm")
 
 
 def orthogonalize(stack: Stack) -> None:
@@ -82,7 +88,9 @@ def orthogonalize(stack: Stack) -> None:
     # SVD or a user callable may return more precision, so those travel in the stack's dtype.
     polynomial = isinstance(spec, str) and spec.lower().replace("-", "_") not in ("svd",)
     wire = dtype if polynomial and dtype.itemsize < stack.update.dtype.itemsize else stack.update.dtype
-    stack.update = stack.ctx.orthogonalize(fn, stack.update, group["ns_steps"], dtype, wire).to(stack.grad.dtype)
+    # A Frobenius norm a stage has computed for this update (NAMO's) replaces the normalization's own.
+    norm = stack.known_norm() if takes_norm(fn) else None
+    stack.update = stack.ctx.orthogonalize(fn, stack.update, group["ns_steps"], dtype, wire, norm=norm).to(stack.grad.dtype)
 
 
 def sign(stack: Stack) -> None:
