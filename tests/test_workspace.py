@@ -34,6 +34,22 @@ def test_buffers_are_distinct_within_a_session_and_reused_after():
     assert again <= ptrs and _storage(smaller) in ptrs and ws.nbytes == held
 
 
+def test_a_repeated_request_gets_the_same_view_back_and_it_stays_usable():
+    """Steps repeat their requests: the view made for a (shape, dtype) is reused (no new slicing ops),
+    and writes through it land in the buffer it views, whichever request came before."""
+    ws = Workspace()
+    with ws.session():
+        first = workspace.empty((4, 8), torch.float32, "cpu")
+    with ws.session():
+        other = workspace.empty((3, 5), torch.float64, "cpu")  # the same buffer, another typed view
+        other.fill_(7.0)
+    with ws.session():
+        again = workspace.empty((4, 8), torch.float32, "cpu")
+        again.fill_(3.0)
+        assert again is first and _storage(again) == _storage(other)
+        assert torch.equal(first, torch.full((4, 8), 3.0))
+
+
 def test_outside_a_session_it_is_torch_empty():
     ws = Workspace()
     with ws.session():
@@ -60,7 +76,7 @@ def test_orthogonalizers_in_a_session_equal_fresh_allocations_and_do_not_escape_
         assert ws.nbytes > 0
         # without a session the results are ordinary tensors, never workspace views
         out = newton_schulz(X)
-        held = {b.untyped_storage().data_ptr() for b in ws._free}
+        held = {_storage(b.data) for b in ws._free}
         assert _storage(out) not in held
 
 
