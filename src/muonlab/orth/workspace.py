@@ -87,11 +87,15 @@ class Workspace:
             self._free.extend(self._held)
             self._held.clear()
 
-    def take(self, nbytes: int) -> _Block:
-        """A buffer of at least ``nbytes`` not held by the session: the smallest free one that fits, else a new one."""
+    def take(self, nbytes: int, key: tuple | None = None) -> _Block:
+        """A buffer of at least ``nbytes`` not held by the session: the smallest free one that fits, else a new one.
+
+        Among the smallest, one that already holds a view for ``key`` (shape, dtype) is preferred, so
+        that a step's requests find their views again whatever order the buffers came back in.
+        """
         fits = [i for i, b in enumerate(self._free) if b.numel() >= nbytes]
         if fits:
-            buf = self._free.pop(min(fits, key=lambda i: self._free[i].numel()))
+            buf = self._free.pop(min(fits, key=lambda i: (self._free[i].numel(), key not in self._free[i].views)))
         else:
             # Nothing free is large enough: the new buffer replaces the largest free one (too small),
             # so the workspace converges to what the largest bucket needs, not to the sum over buckets.
@@ -111,7 +115,7 @@ def empty(shape: Sequence[int], dtype: torch.dtype, device: torch.device | str) 
     if ws is None or device.type != "cpu":
         return torch.empty(tuple(shape), dtype=dtype, device=device)
     shape = tuple(shape)
-    return ws.take(max(math.prod(shape) * dtype.itemsize, 1)).view(shape, dtype)
+    return ws.take(max(math.prod(shape) * dtype.itemsize, 1), (shape, dtype)).view(shape, dtype)
 
 
 def empty_like(x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
