@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import statistics
 
 import pytest
 import torch
 
 import muonlab.perf as perf
 from muonlab.cli import main
+from muonlab.perf import paired_ratio
 from muonlab.perf_sets import NAMED, gpt_shapes, resnet18_cifar_shapes, shape_set
 
-COLUMNS = ["optimizer", "ms / step", "vs torch AdamW", "vs torch Muon + AdamW", "vs best stock", "NS share",
-           "NS GFLOP/s", "NS vs GEMM", "state MB", "step peak MB"]
+COLUMNS = ["optimizer", "ms / step", "vs torch AdamW", "vs torch Muon + AdamW", "vs best stock",
+           "vs muonlab.Muon (paired, 95% CI)", "NS share", "NS GFLOP/s", "NS vs GEMM", "state MB", "step peak MB"]
 
 
 def tiny_model() -> torch.nn.Module:
@@ -79,10 +81,26 @@ def test_report_structure(tmp_path, capsys):
         assert (r["ns_share"] is not None) == orthogonalizes
         if orthogonalizes:
             assert 0 < r["ns_share"] <= 1 and r["ns_gflops"] > 0 and r["ns_vs_gemm"] > 0
+    med, lo, hi = res["rows"]["muonlab.NAMO"]["vs_muon"]
+    assert lo <= med <= hi and res["rows"]["muonlab.Muon"]["vs_muon"] == [1.0, 1.0, 1.0]
     best = res["rows"]["torch.optim.Muon + AdamW, fp32 NS"]
     assert best["vs_best_stock"] == pytest.approx(1.0)
     assert res["machine"]["cpu_capability"] and res["machine"]["ns_dtype_auto"] in ("float32", "bfloat16")
     assert res["rows"]["muonlab.AdamW"]["state_mb"] == pytest.approx(res["rows"]["torch.optim.AdamW (foreach)"]["state_mb"])
+
+
+def test_paired_ratio_is_the_median_of_per_round_ratios_with_its_order_statistic_interval():
+    """Load that doubles both timings in some rounds cancels; the interval brackets the median at the
+    binomial ranks (n = 30: 9th and 22nd of the sorted ratios); mismatched rounds are refused."""
+    base = [10.0 * (2 if r % 3 == 0 else 1) for r in range(30)]
+    ratios_ = [1.0 + 0.01 * r for r in range(30)]
+    times = [b * q for b, q in zip(base, ratios_)]
+    med, lo, hi = paired_ratio(times, base)
+    assert med == pytest.approx(statistics.median(ratios_))
+    assert (lo, hi) == (pytest.approx(ratios_[8]), pytest.approx(ratios_[21]))
+    assert paired_ratio([5.0], [2.5]) == (2.0, 2.0, 2.0)
+    with pytest.raises(ValueError, match="equally many"):
+        paired_ratio([1.0, 2.0], [1.0])
 
 
 def test_ns_timer_counts_flops_and_restores():

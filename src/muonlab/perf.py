@@ -12,6 +12,8 @@ variants orthogonalize the hidden matrices and run AdamW on the rest. Reported p
   AdamW (torch's Muon hard-codes bf16 Newton–Schulz) and to the best stock baseline on this machine:
   the faster of that pair and the same algorithm with fp32 Newton–Schulz (what to use where bf16
   matmuls are emulated, e.g. CPUs without AVX512-BF16/AMX);
+* the ratio to ``muonlab.Muon`` paired round by round (median of the per-round ratios, with a 95%
+  interval): the figure the adaptive presets' targets are stated in, robust to load that drifts;
 * the Newton–Schulz share of the step and its achieved throughput against a GEMM of the dominant
   NS shape in the same dtype, measured in the same run (from extra, instrumented steps that time
   every orthogonalizer call);
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import subprocess
 import time
@@ -277,12 +280,35 @@ def run(name_set: str, hidden: list, adamw: list, device: str, steps: int, warmu
             ms=statistics.median(times[name]), ns_share=statistics.median(share) if nt.flops else None,
             ns_gflops=achieved if nt.flops else None, ns_vs_gemm=vs_gemm, state_mb=state_bytes(opt) / 1e6,
             step_peak_mb=peak,
+            vs_muon=paired_ratio(times[name], times[PAIRED_BASE]) if PAIRED_BASE in times and steps else None,
         )
     return dict(
         set=name_set, device=device, steps=steps, warmup=warmup, hidden=len(hidden), adamw=len(adamw),
         params_m=(sum(p.numel() for p in hp) + sum(p.numel() for p in ap)) / 1e6, machine=machine(device),
         rows=ratios(rows), errors=errors,
     )
+
+
+#: the reference of the paired column: the targets of the adaptive presets are ratios to it
+PAIRED_BASE = "muonlab.Muon"
+
+
+def paired_ratio(times: list[float], base: list[float]) -> tuple[float, float, float]:
+    """Median over rounds of ``times[r] / base[r]`` and a distribution-free 95% interval for it.
+
+    Both ran in the same round, a few steps apart, so machine load that drifts over the run cancels
+    in the ratio, which a ratio of two medians does not do. The interval is the order statistics of
+    ranks ``floor(n/2 - 0.98 sqrt(n))`` and ``ceil(1 + n/2 + 0.98 sqrt(n))`` (1-based) of the sorted
+    ratios, the binomial interval of a median (Conover, *Practical Nonparametric Statistics*, 3rd
+    ed., §3.2), clipped to the sample.
+    """
+    if len(times) != len(base) or not times:
+        raise ValueError(f"paired_ratio: need equally many rounds, got {len(times)} and {len(base)}")
+    r = sorted(t / b for t, b in zip(times, base))
+    n = len(r)
+    half = 0.98 * math.sqrt(n)
+    lo, hi = max(0, math.floor(n / 2 - half) - 1), min(n - 1, math.ceil(1 + n / 2 + half) - 1)
+    return statistics.median(r), r[lo], r[hi]
 
 
 def ratios(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -322,16 +348,17 @@ def report(res: dict[str, Any]) -> str:
             f"commit {m['commit']}; median of {res['steps']} round-robin steps after {res['warmup']} warm-up")
     f = lambda v, fmt: "-" if v is None else fmt.format(v)  # noqa: E731
     lines = [head, "",
-             "| optimizer | ms / step | vs torch AdamW | vs torch Muon + AdamW | vs best stock | NS share | "
-             "NS GFLOP/s | NS vs GEMM | state MB | step peak MB |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             f"| optimizer | ms / step | vs torch AdamW | vs torch Muon + AdamW | vs best stock | vs {PAIRED_BASE} "
+             "(paired, 95% CI) | NS share | NS GFLOP/s | NS vs GEMM | state MB | step peak MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in res["rows"].items():
+        paired = "-" if r.get("vs_muon") is None else "{:.3f}x ({:.3f}-{:.3f})".format(*r["vs_muon"])
         lines.append(
             f"| {name} | {r['ms']:.2f} | {f(r['vs_adamw'], '{:.2f}x')} | {f(r['vs_stock_muon'], '{:.2f}x')} | "
-            f"{f(r['vs_best_stock'], '{:.2f}x')} | {f(r['ns_share'], '{:.0%}')} | {f(r['ns_gflops'], '{:.1f}')} | "
+            f"{f(r['vs_best_stock'], '{:.2f}x')} | {paired} | {f(r['ns_share'], '{:.0%}')} | {f(r['ns_gflops'], '{:.1f}')} | "
             f"{f(r['ns_vs_gemm'], '{:.0%}')} | {r['state_mb']:.1f} | {f(r['step_peak_mb'], '{:.1f}')} |")
     for name, err in res["errors"].items():
-        lines.append(f"| {name} | failed: {err} | | | | | | | | |")
+        lines.append(f"| {name} | failed: {err} | | | | | | | | | |")
     return "\n".join(lines)
 
 
