@@ -58,4 +58,6 @@ def normalize_elements(stack: Stack) -> None:
     U = torch.div(O, torch.sqrt(V, out=buf).add_(eps).clamp_min_(torch.finfo(V.dtype).tiny), out=buf)
     (norm,) = frobenius(stack, U)
     scale = MATCHED_ADAMW_RMS * math.sqrt(m * n) / (norm + eps)
-    stack.update = U.mul_(torch.where(norm + eps > 0, scale, 0.0))
+    # The per-matrix rescale goes into the step size (every later stage and the write use step_size * update).
+    stack.update = U
+    stack.step_size = stack.step_size * torch.where(norm + eps > 0, scale, 0.0)

@@ -18,6 +18,7 @@ import math
 import torch
 from torch import Tensor
 
+from ..orth import workspace
 from .base import Stack
 from .scale import MATCHED_ADAMW_RMS
 
@@ -44,14 +45,17 @@ def divide_rows(stack: Stack, key: str, beta2: float, eps: float, axes: str) -> 
     O = stack.update  # (k, m, n)
     m_local, n = O.shape[-2], stack.shape[-1]
     v = stack.buffer(key, axes, gated=True).view(stack.k, m_local, 1)
-    (row_ss,) = stack.sums((O.square(), -1))  # (k, m): sum of squares of each output row
+    # One full-size temporary for the squares and then the quotient (a fresh one costs page faults on
+    # CPUs; contiguous, as a fresh result is: O may be a transposed view).
+    buf = workspace.empty(O.shape, O.dtype, O.device)
+    (row_ss,) = stack.sums((torch.mul(O, O, out=buf), -1))  # (k, m): sum of squares of each output row
     if stack.gate is not None:  # O is not zero on a skipped step (it comes from the momentum): gate the small term
         row_ss = row_ss * stack.gate
     v.mul_(stack.keep(beta2, v)).add_(row_ss.unsqueeze(-1), alpha=(1 - beta2) / n)  # mean over the n columns
     # eps OUTSIDE the square root (both official codes); a zero row stays zero, also with eps = 0
     # (v_i = 0 only if row i of O is zero: 0 / 1, not 0 / 0; the guard is on the small (k, m, 1) tensor).
     den = v.sqrt() + eps
-    return O / torch.where(den > 0, den, 1.0)
+    return torch.div(O, torch.where(den > 0, den, 1.0), out=buf)
 
 
 def normalize_rows(stack: Stack) -> None:
@@ -76,4 +80,7 @@ def normalize_rows(stack: Stack) -> None:
         norm = norm + eps  # the official code's eps; the paper's form has none
     else:
         target, (norm,) = MATCHED_ADAMW_RMS * math.sqrt(m * n), frobenius(stack, U)
-    stack.update = U.mul_(torch.where(norm > 0, target / norm, 0.0))  # in place on our quotient; a zero matrix: 0
+    # The per-matrix rescale goes into the step size (every later stage and the write use
+    # step_size * update): no pass over U for it. A zero matrix: 0.
+    stack.update = U
+    stack.step_size = stack.step_size * torch.where(norm > 0, target / norm, 0.0)

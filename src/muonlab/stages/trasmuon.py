@@ -135,7 +135,9 @@ def gate_columns(stack: Stack) -> None:
         mu = group["sf_mix"]
         c_used = (1 - mu) * c_ema + mu * c_avg if group["sf_enabled"] else c_ema
         c_used = torch.where(warm.unsqueeze(-1), torch.ones_like(c_used), c_used)  # (k, n)
-        stack.update = B * c_used.unsqueeze(-2)
+        # U = B * c_used by column, as a (k, 1, n) step size: every later stage and the write use
+        # step_size * update, so no full-size pass or temporary is spent on it.
+        stack.step_size = stack.step_size * c_used.unsqueeze(-2)
     else:
         c_used = torch.ones_like(c_last)
     c_last.copy_(c_used)
