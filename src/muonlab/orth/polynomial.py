@@ -75,7 +75,10 @@ def normalize(
         denom = torch.where(denom > 0, denom, torch.ones_like(denom))
         if torch.compiler.is_compiling():
             return (Xn / denom).to(out_dtype)
-        return torch.div(Xn, denom, out=workspace.empty(Xn.shape, out_dtype, X.device))  # never into X itself
+        # Never into X itself; in X's layout when the dtype stays (a tall stack's wide view is a
+        # transposed one: a contiguous result would cost a transposing pass), as the computed form does.
+        out = workspace.empty_like(Xn) if out_dtype == Xn.dtype else workspace.empty(Xn.shape, out_dtype, X.device)
+        return torch.div(Xn, denom, out=out)
     p2 = pow2_scale(max_abs(Xn, (-2, -1), keepdim=True))  # (..., 1, 1)
     Xs = torch.mul(Xn, p2, out=workspace.empty_like(Xn)) if not torch.compiler.is_compiling() else Xn * p2
     norm = torch.linalg.vector_norm(Xs, dim=(-2, -1), keepdim=True)
