@@ -17,6 +17,7 @@ this is faster than a plain ``vector_norm`` over the columns (see :func:`safe_no
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -69,3 +70,24 @@ def safe_norm(X: Tensor, dim: Dims, keepdim: bool = False, *, scratch: Tensor | 
     scaled = X * s if scratch is None else torch.mul(X, s, out=scratch)
     norm = scaled.square_().sum(dims, keepdim=True).sqrt_().div_(s)
     return norm if keepdim else norm.squeeze(dims) if dims else norm
+
+
+def safe_norms(Xs: Sequence[Tensor], dim: Dims, *, scratch: Tensor | None = None) -> list[Tensor]:
+    """:func:`safe_norm` of several tensors of one shape over the same ``dim``: bitwise the separate calls.
+
+    The passes over each tensor are the same; the small work around them (the power-of-two scales,
+    the square roots and the unscaling) runs once for all, about ten dispatches fewer per extra
+    tensor, which is most of what a norm of a small stack costs on CPUs. ``scratch`` is shared by
+    all (see :func:`safe_norm`).
+    """
+    if len(Xs) < 2 or Xs[0].numel() == 0:
+        return [safe_norm(X, dim, scratch=scratch) for X in Xs]
+    ndim = Xs[0].dim()
+    dims = tuple(d - ndim if d >= 0 else d for d in ((dim,) if isinstance(dim, int) else dim))  # the same after stacking
+    s = pow2_scale(torch.stack([max_abs(X, dims, keepdim=True) for X in Xs]))  # (r, *kept dims)
+    sums = torch.stack([
+        (X * si if scratch is None else torch.mul(X, si, out=scratch)).square_().sum(dims, keepdim=True)
+        for X, si in zip(Xs, s)
+    ])
+    norm = sums.sqrt_().div_(s)
+    return list((norm.squeeze(dims) if dims else norm).unbind(0))

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from ..orth import workspace
-from ..orth.norms import safe_norm
+from ..orth.norms import safe_norms
 
 Dims = Union[int, tuple[int, ...]]
 
@@ -66,14 +66,17 @@ class Local:
         """
         if not safe:
             return [torch.linalg.vector_norm(X, dim=_dims(d)) for X, d in requests]
-        # Same-shape requests (NAMO's gradient and momentum) share one scaled temporary.
-        scratch: dict[tuple, Tensor] = {}
-        out = []
-        for X, d in requests:
-            key = (X.shape, X.dtype, X.device)
-            if key not in scratch and any((Y.shape, Y.dtype, Y.device) == key for Y, _ in requests if Y is not X):
-                scratch[key] = workspace.out_like(X)
-            out.append(safe_norm(X, _dims(d), scratch=scratch.get(key)))
+        # Same-shape requests over the same dims (NAMO's gradient and momentum) share one scaled
+        # temporary and the small work around the passes (safe_norms); others go one by one.
+        groups: dict[tuple, list[int]] = {}
+        for i, (X, d) in enumerate(requests):
+            groups.setdefault(((X.shape, X.dtype, X.device), _dims(d)), []).append(i)
+        likes = [(X.shape, X.dtype, X.device) for X, _ in requests]
+        scratch = {like: workspace.out_like(requests[likes.index(like)][0]) for like in set(likes) if likes.count(like) > 1}
+        out: list[Tensor | None] = [None] * len(requests)
+        for (like, dims), idx in groups.items():
+            for i, norm in zip(idx, safe_norms([requests[i][0] for i in idx], dims, scratch=scratch.get(like))):
+                out[i] = norm
         return out
 
     def nanmean_cols(self, x: Tensor) -> Tensor:
