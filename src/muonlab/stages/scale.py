@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import math
 
+from torch.fx.experimental.symbolic_shapes import guard_int
+
 from .base import Stack
 
 #: RMS that the "rms" convention gives an orthogonal update (Moonlight, arXiv 2502.16982 §2.2).
@@ -25,6 +27,11 @@ ADJUST_LR = ("spectral", "rms", "none")
 
 def shape_factor(m: int, n: int, adjust_lr: str) -> float:
     """The factor multiplying lr for an ``m x n`` matrix under convention ``adjust_lr``."""
+    # Plain ints (guard_int specializes; int() does not): under a whole-step torch.compile(opt.step),
+    # recompiled for a second bucket, m and n arrive as SymInts, and sqrt(max(1.0, m / n)) as a
+    # symbolic float crashes inductor's scalar tensorify pass (KeyError 's2', torch 2.13;
+    # pytorch/pytorch#151470 family). A bucket's shape is fixed, so nothing is lost.
+    m, n = guard_int(m), guard_int(n)
     if adjust_lr == "spectral":
         return math.sqrt(max(1.0, m / n))
     if adjust_lr == "rms":
