@@ -8,6 +8,8 @@ fast path cannot silently fall back to them.
 
 from __future__ import annotations
 
+import contextlib
+
 import math
 
 import pytest
@@ -134,22 +136,31 @@ def test_a_compiled_step_skips_too(name):
     torch._dynamo.reset()
 
 
-@pytest.mark.parametrize("bad_at", [None, "small", "large", "bf16"])
-def test_the_cpu_finite_check_sees_every_tensor(bad_at):
-    """Small gradients are checked together (one concatenation), large ones one by one: a NaN or Inf anywhere,
-    in any dtype, is seen; a healthy set passes, huge finite values included."""
+@pytest.mark.parametrize("pooled", [False, True])
+@pytest.mark.parametrize("bad_at", [None, "small", "small-transposed", "large", "bf16"])
+def test_the_cpu_finite_check_sees_every_tensor(bad_at, pooled):
+    """Small gradients are checked together (packed by one foreach copy), large ones one by one: a NaN or Inf
+    anywhere, in any dtype or layout, is seen; a healthy set passes, huge finite values included. ``pooled``: inside
+    workspace sessions, twice, so the second check packs into the views kept from the first."""
     from muonlab.distributed.engine import _max_abs
+    from muonlab.orth.workspace import Workspace
 
     g = torch.Generator().manual_seed(0)
     grads = [torch.randn(7, generator=g), torch.randn(300, 400, generator=g) * 1e30, torch.randn(64, 64, generator=g),
-             torch.randn(5, generator=g).to(torch.bfloat16), torch.randn(70000, generator=g)]
+             torch.randn(5, generator=g).to(torch.bfloat16), torch.randn(70000, generator=g),
+             torch.randn(20, 30, generator=g).t()]
     if bad_at == "small":
         grads[2][3, 4] = math.nan
+    elif bad_at == "small-transposed":
+        grads[5][29, 0] = -math.inf
     elif bad_at == "large":
         grads[1][0, 0] = -math.inf
     elif bad_at == "bf16":
         grads[3][1] = math.inf
-    peaks = _max_abs(grads)
-    assert bool(torch.isfinite(torch.stack([p.float() for p in peaks])).all()) is (bad_at is None)
-    if bad_at is None:  # the largest peak is the largest |entry|
-        assert max(p.float().item() for p in peaks) == max(x.abs().max().float().item() for x in grads)
+    ws = Workspace()
+    for _ in range(2 if pooled else 1):
+        with ws.session() if pooled else contextlib.nullcontext():
+            peaks = [p.float() for p in _max_abs(grads)]
+        assert bool(torch.isfinite(torch.stack(peaks)).all()) is (bad_at is None)
+        if bad_at is None:  # the largest peak is the largest |entry|
+            assert max(p.item() for p in peaks) == max(x.abs().max().float().item() for x in grads)

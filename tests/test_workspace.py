@@ -50,6 +50,23 @@ def test_a_repeated_request_gets_the_same_view_back_and_it_stays_usable():
         assert torch.equal(first, torch.full((4, 8), 3.0))
 
 
+def test_packed_parts_lie_end_to_end_and_come_back_the_same():
+    """empty_parts: one view per shape, consecutive inside one flat buffer; a repeated request in a later session
+    returns the same views (no slicing ops), and outside a session the parts are fresh."""
+    shapes = [(3, 4), (5,), (2, 1, 3)]
+    ws = Workspace()
+    with ws.session():
+        flat, parts = workspace.empty_parts(shapes, torch.float32, "cpu")
+        torch._foreach_copy_(parts, [torch.full(s, float(i)) for i, s in enumerate(shapes)])
+        assert [tuple(p.shape) for p in parts] == shapes and flat.numel() == 12 + 5 + 6
+        assert torch.equal(flat, torch.cat([torch.full((12,), 0.0), torch.full((5,), 1.0), torch.full((6,), 2.0)]))
+    with ws.session():
+        flat2, parts2 = workspace.empty_parts(shapes, torch.float32, "cpu")
+        assert flat2 is flat and all(a is b for a, b in zip(parts, parts2))
+    fresh, fresh_parts = workspace.empty_parts(shapes, torch.float32, "cpu")
+    assert _storage(fresh) != _storage(flat) and [tuple(p.shape) for p in fresh_parts] == shapes
+
+
 def test_outside_a_session_it_is_torch_empty():
     ws = Workspace()
     with ws.session():

@@ -63,6 +63,20 @@ class _Block:
             t = self.views[key] = self.data[:n].view(dtype).view(shape)
         return t
 
+    def parts(self, shapes: tuple[tuple[int, ...], ...], dtype: torch.dtype) -> tuple[Tensor, list[Tensor]]:
+        """A flat view and, end to end inside it, one view per shape (kept, as :meth:`view`'s are)."""
+        key = ("parts", shapes, dtype)
+        t = self.views.get(key)
+        if t is None:
+            sizes = [math.prod(s) for s in shapes]
+            flat = self.view((sum(sizes),), dtype)
+            views, offset = [], 0
+            for shape, size in zip(shapes, sizes):
+                views.append(flat[offset : offset + size].view(shape))
+                offset += size
+            t = self.views[key] = (flat, views)
+        return t
+
 
 class Workspace:
     """A pool of flat CPU buffers handed out by :func:`empty` inside :meth:`session`."""
@@ -116,6 +130,27 @@ def empty(shape: Sequence[int], dtype: torch.dtype, device: torch.device | str) 
         return torch.empty(tuple(shape), dtype=dtype, device=device)
     shape = tuple(shape)
     return ws.take(max(math.prod(shape) * dtype.itemsize, 1), (shape, dtype)).view(shape, dtype)
+
+
+def empty_parts(shapes: Sequence[Sequence[int]], dtype: torch.dtype, device: torch.device | str) -> tuple[Tensor, list[Tensor]]:
+    """A flat uninitialised tensor and views of it shaped like ``shapes``, laid end to end.
+
+    For packing many small tensors into one (``torch._foreach_copy_(views, tensors)``): from the
+    open session's workspace on CPU, where a repeated request returns the same views (no slicing
+    ops, which cost more than the copies for hundreds of small tensors), else fresh.
+    """
+    shapes = tuple(tuple(s) for s in shapes)
+    ws = None if torch.compiler.is_compiling() else _CURRENT.get()
+    if ws is not None and torch.device(device).type == "cpu":
+        total = sum(math.prod(s) for s in shapes)
+        return ws.take(max(total * dtype.itemsize, 1), ("parts", shapes, dtype)).parts(shapes, dtype)
+    flat = torch.empty(sum(math.prod(s) for s in shapes), dtype=dtype, device=device)
+    views, offset = [], 0
+    for shape in shapes:
+        size = math.prod(shape)
+        views.append(flat[offset : offset + size].view(shape))
+        offset += size
+    return flat, views
 
 
 def empty_like(x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
