@@ -93,7 +93,7 @@ def build_contexts(buckets: list[Bucket]) -> None:
             b.ctx = Sharded(b.shape, b.local_shape, b.sharding, counts.get(id(b)), b.counts, b.squeeze)
 
 
-#: tensors at least this large get their own reductions in the CPU finite check; smaller ones are concatenated
+#: tensors at least this large get their own reductions in the CPU finite check; smaller ones are packed together
 _LARGE = 1 << 16
 
 
