@@ -144,3 +144,61 @@ def test_state_dict_round_trip_in_place_path():
     _run(twin, opt2, 2)
     for a, b in zip(params, twin):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("preset", ["Muon", "NAMO"])
+def test_step_memo_shares_coefficients_bitwise(preset, monkeypatch):
+    """Stack.memo: the stacks of a step share their 0-D hyperparameters and gated coefficients.
+
+    Two groups of the same matrix shapes with different lr / momentum (a memo keyed without the group
+    would mix them), a skipped step (NaN gradient) and an lr changed between steps: bitwise the run
+    in which every stack makes its own, with fewer dispatches per step.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    import muonlab.optim.shell as shell
+    from muonlab.stages.base import Stack
+
+    class OwnMemo(Stack):
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            self.memo = None
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Count.n += 1
+            return func(*args, **(kwargs or {}))
+
+    def run(stack_cls):
+        monkeypatch.setattr(shell, "Stack", stack_cls)
+        g = torch.Generator().manual_seed(0)
+        ps = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in [(16, 8), (8, 24), (16, 8), (8, 24), (8,)]]
+        opt = getattr(muonlab, preset)([
+            {"params": ps[:2], "lr": 0.02, "momentum": 0.9},
+            {"params": ps[2:4], "lr": 0.05, "momentum": 0.8},
+            {"params": ps[4:], "algorithm": "adamw"},
+        ])
+        ops = []
+        for t in range(7):
+            for p in ps:
+                p.grad = torch.randn(p.shape, generator=g)
+            if t == 3:
+                ps[1].grad[0, 0] = float("nan")  # skipped: every stack's state and weights stay
+            if t == 5:
+                opt.param_groups[0]["lr"] = 0.01
+            Count.n = 0
+            with Count():
+                opt.step()
+            ops.append(Count.n)
+        return ps, opt, ops
+
+    shared, opt_a, ops_a = run(Stack)
+    own, opt_b, ops_b = run(OwnMemo)
+    assert opt_a.skipped_steps == opt_b.skipped_steps == 1
+    for a, b in zip(shared, own):
+        assert torch.equal(a, b)
+        for key, value in opt_a.state[a].items():
+            assert torch.equal(value, opt_b.state[b][key]), key
+    assert ops_a[-1] < ops_b[-1]

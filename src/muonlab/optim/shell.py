@@ -249,8 +249,9 @@ class ChainOptimizer(Optimizer):
         if ok is not None and self._nonfinite == "raise" and not bool(ok):  # the documented host sync
             raise FloatingPointError(f"{type(self).__name__}: a gradient holds NaN or Inf (nonfinite='raise')")
         gate = ok if self._nonfinite == "skip" else None
+        memo: dict[tuple, Tensor] = {}  # this step's small tensors shared by its stacks (Stack.memo)
         for bucket in buckets:
-            self._step_bucket(bucket, gate)
+            self._step_bucket(bucket, gate, memo)
         if gate is not None:
             self._skipped = (~gate).long() if self._skipped is None else self._skipped + ~gate
         return loss
@@ -319,7 +320,7 @@ class ChainOptimizer(Optimizer):
             ))
         return buckets
 
-    def _step_bucket(self, b: Bucket, gate: Tensor | None = None) -> None:
+    def _step_bucket(self, b: Bucket, gate: Tensor | None = None, memo: dict[tuple, Tensor] | None = None) -> None:
         if b.chain == (decay_weights, adam) and b.mode != "sharded" and adam_fused_applies(b.params):
             self._step_adamw_inplace(b, gate)  # the AdamW fast path: fused, in place, no stacking
             return
@@ -328,7 +329,7 @@ class ChainOptimizer(Optimizer):
         # collectives may, so they allocate.
         pooled = b.mode == "local" and self._workspace is not None
         with self._workspace.session() if pooled else contextlib.nullcontext():
-            self._step_stack(b, gate)
+            self._step_stack(b, gate, {} if memo is None else memo)
 
     @property
     def workspace_bytes(self) -> int:
@@ -349,7 +350,7 @@ class ChainOptimizer(Optimizer):
         if enabled != self.cpu_workspace:
             self._workspace = Workspace() if enabled else None
 
-    def _step_stack(self, b: Bucket, gate: Tensor | None) -> None:
+    def _step_stack(self, b: Bucket, gate: Tensor | None, memo: dict[tuple, Tensor]) -> None:
         params, group, shape, counts = b.params, b.group, b.local_shape, b.local_counts
         dtype = _compute_dtype(params[0])
         # (k, *shape), this rank's part. A single parameter's gradient is used as a view (stages
@@ -367,7 +368,10 @@ class ChainOptimizer(Optimizer):
             G = torch.cat(grads)
         G = G.to(dtype)
         if gate is not None:
-            G = _zero_if_skipped(G, gate, owned=G is not grads[0] or params[0].grad is None)
+            key = ("gate", G.dtype)
+            if key not in memo:
+                memo[key] = gate.to(G.dtype)
+            G = _zero_if_skipped(G, memo[key], owned=G is not grads[0] or params[0].grad is None)
         # One cache per bucket: when the set of parameters with gradients changes, the stacks are
         # rebuilt from the per-parameter state and replace the old ones (nothing stale is kept).
         cache = self._stack_cache.setdefault(b.cache_key, {})
@@ -377,6 +381,7 @@ class ChainOptimizer(Optimizer):
         stack = Stack(
             grad=G, update=G, group=group, step=None, param_states=[self.state[p] for p in params],
             counts=counts, squeeze=b.squeeze, cache=cache, ctx=b.ctx, gate=gate, fold_gate=not compiled,
+            memo=None if compiled else memo,
         )
         stack.param_shapes = [tuple(p.shape) for p in params]
         if self.needs_weights and group["algorithm"] != "adamw":

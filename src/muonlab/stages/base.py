@@ -27,6 +27,7 @@ buffer is snapshotted when taken and put back after the chain (a clone and a ``w
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -70,6 +71,10 @@ class Stack:
             2.13-2.14, crashes compiling an in-place EMA with a 0-D tensor weight on a cached
             buffer, KeyError 'bufN' in outer-loop fusion, pytorch/pytorch#196570, and a compiled
             graph fuses the snapshot's where() into its loops anyway). Same values either way.
+        memo: small tensors that every stack of a step computes alike (0-D hyperparameters, gated
+            coefficients), shared by the step's stacks: the shell passes one fresh dict per step
+            (eager only), which saves each later bucket ~4 dispatches per coefficient. None: each
+            stack keeps its own.
     """
 
     grad: Tensor
@@ -88,7 +93,8 @@ class Stack:
     ctx: Local | None = None
     gate: Tensor | None = None
     fold_gate: bool = True
-    _hp: dict[str, Tensor] = field(default_factory=dict)
+    memo: dict[tuple, Tensor] | None = None
+    _own_memo: dict[tuple, Tensor] = field(default_factory=dict)
     _snapshots: list[tuple[Tensor, Tensor]] = field(default_factory=list)
     _update_norm: tuple[Tensor, Tensor] | None = None
 
@@ -140,15 +146,23 @@ class Stack:
         return self.ctx.kthvalue_cols(x, rank)
 
     def hp(self, name: str) -> Tensor:
-        """Group hyperparameter ``name`` as a 0-D tensor on the stack's device (cached)."""
-        if name not in self._hp:
-            # zeros().add_(value), not torch.full((), float(value)): under torch.compile a Python float
-            # that enters tensor arithmetic becomes a graph input, while torch.full's fill value is a
-            # constant guarded by value, so an LR scheduler forced a recompile at every step (until
-            # torch._dynamo's recompile_limit). Eager results are bitwise the same.
-            zero = torch.zeros((), dtype=self.grad.dtype, device=self.grad.device)
-            self._hp[name] = zero.add_(self.group[name])
-        return self._hp[name]
+        """Group hyperparameter ``name`` as a 0-D tensor on the stack's device (cached for the step)."""
+        # zeros().add_(value), not torch.full((), float(value)): under torch.compile a Python float
+        # that enters tensor arithmetic becomes a graph input, while torch.full's fill value is a
+        # constant guarded by value, so an LR scheduler forced a recompile at every step (until
+        # torch._dynamo's recompile_limit). Eager results are bitwise the same.
+        # The shared memo serves several groups; a stack's own serves one (and under torch.compile an
+        # id() in the key would be a guard on the group object: a recompile per new group dict).
+        key = ("hp", name, self.grad.dtype, self.grad.device) + (() if self.memo is None else (id(self.group),))
+        return self._memoized(key, lambda: self._scalar(self.group[name], self.grad))
+
+    def _memoized(self, key: tuple, make: Callable[[], Tensor]) -> Tensor:
+        """``make()``, computed once per step (``memo``) or per stack; callers never write into it."""
+        memo = self._own_memo if self.memo is None else self.memo
+        value = memo.get(key)
+        if value is None:
+            value = memo[key] = make()
+        return value
 
     def per_item(self, x: Tensor) -> Tensor:
         """View a ``(k,)`` tensor so it broadcasts over the item dims, e.g. ``(k, 1, 1)``."""
@@ -220,11 +234,15 @@ class Stack:
         itself, so the kernels see the same scalar either way (a 0-D tensor of ``like``'s dtype holds
         the same value).
         """
-        return torch.where(self.gate, self._scalar(beta, like), 1.0) if self._folds_gate() else beta
+        if not self._folds_gate():
+            return beta
+        return self._memoized(("keep", beta, like.dtype, like.device), lambda: torch.where(self.gate, self._scalar(beta, like), 1.0))
 
     def take(self, weight: float, like: Tensor) -> Scalar:
         """``weight`` on a step that runs, 0 on a skipped one: the weight of a gated EMA's new term."""
-        return torch.where(self.gate, self._scalar(weight, like), 0.0) if self._folds_gate() else weight
+        if not self._folds_gate():
+            return weight
+        return self._memoized(("take", weight, like.dtype, like.device), lambda: torch.where(self.gate, self._scalar(weight, like), 0.0))
 
     @staticmethod
     def _scalar(value: float, like: Tensor) -> Tensor:
