@@ -45,14 +45,12 @@ class _Block:
     the first time is returned again (no slicing and viewing ops, ~5 dispatches per request).
     """
 
-    __slots__ = ("data", "views")
+    __slots__ = ("data", "nbytes", "views")
 
     def __init__(self, nbytes: int) -> None:
         self.data = torch.empty(nbytes, dtype=torch.uint8)
+        self.nbytes = nbytes  # a plain int: the pool compares sizes on every request
         self.views: dict[tuple[tuple[int, ...], torch.dtype], Tensor] = {}
-
-    def numel(self) -> int:
-        return self.data.numel()
 
     def view(self, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
         key = (shape, dtype)
@@ -88,7 +86,7 @@ class Workspace:
     @property
     def nbytes(self) -> int:
         """Bytes the workspace keeps between steps."""
-        return sum(b.numel() for b in self._free) + sum(b.numel() for b in self._held)
+        return sum(b.nbytes for b in self._free) + sum(b.nbytes for b in self._held)
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Workspace]:
@@ -107,14 +105,18 @@ class Workspace:
         Among the smallest, one that already holds a view for ``key`` (shape, dtype) is preferred, so
         that a step's requests find their views again whatever order the buffers came back in.
         """
-        fits = [i for i, b in enumerate(self._free) if b.numel() >= nbytes]
-        if fits:
-            buf = self._free.pop(min(fits, key=lambda i: (self._free[i].numel(), key not in self._free[i].views)))
+        # One plain loop (a step makes dozens of requests; this is Python overhead on every one).
+        best, rank = -1, (0, False)
+        for i, b in enumerate(self._free):
+            if b.nbytes >= nbytes and (best < 0 or (b.nbytes, key not in b.views) < rank):
+                best, rank = i, (b.nbytes, key not in b.views)
+        if best >= 0:
+            buf = self._free.pop(best)
         else:
             # Nothing free is large enough: the new buffer replaces the largest free one (too small),
             # so the workspace converges to what the largest bucket needs, not to the sum over buckets.
             if self._free:
-                self._free.pop(max(range(len(self._free)), key=lambda i: self._free[i].numel()))
+                self._free.pop(max(range(len(self._free)), key=lambda i: self._free[i].nbytes))
             buf = _Block(nbytes)
         self._held.append(buf)
         return buf
