@@ -112,3 +112,21 @@ def test_ns_timer_counts_flops_and_restores():
         orth.resolve("jordan")(torch.randn(3, 8, 20), 5, None)
     assert orth.resolve is before
     assert nt.flops == 3 * orth.auto.ns_flops(8, 20, 5) and nt.ms > 0
+
+
+def test_gpu_check_script_parses_and_names_what_exists():
+    """scripts/gpu_check.sh (the prepared GPU session): valid bash; its test files and perf sets exist."""
+    import pathlib
+    import re
+    import shutil
+    import subprocess
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    script = root / "scripts" / "gpu_check.sh"
+    text = script.read_text()
+    if shutil.which("bash"):
+        subprocess.run(["bash", "-n", str(script)], check=True)
+    files = re.findall(r"tests/test_\w+\.py", text)
+    assert files and all((root / f).is_file() for f in files)
+    sets = set(re.findall(r"--set ([\w-]+)", text))
+    assert sets and sets <= set(NAMED) | {"gpt"}

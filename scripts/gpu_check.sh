@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The GPU checks of issue #14 as one prepared run, sized for ~8 minutes on one H100 / H200:
+# the CUDA-only tests (sync-debug, the orthogonalizers on the GPU) and `muonlab perf` on every
+# GPU shape set of docs/BENCHMARKS.md. Nothing is installed: the image's python3 with torch and
+# pytest is used, with this checkout's src/ on PYTHONPATH.
+#
+#   bash scripts/gpu_check.sh                      # on the GPU machine; results under $OUT
+#   DEVICE=cpu QUICK=1 bash scripts/gpu_check.sh   # a dry run of the script itself on a CPU
+#
+# Writes (at most 8 files, as the device tool brings back): env.txt (machine, torch, commit),
+# tests.log, perf.md (every table, in order) and perf-json.tgz (the runs' --json files).
+set -u
+OUT=${OUT:-gpu_out}
+DEVICE=${DEVICE:-cuda}
+PY=${PY:-python3}
+mkdir -p "$OUT/json"
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+
+{
+    date -u
+    command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+    $PY -c "import sys, torch; print(sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda)"
+    git rev-parse --short HEAD 2>/dev/null || echo "commit: unknown (no .git)"
+    git status --short 2>/dev/null | head -5
+} >"$OUT/env.txt" 2>&1
+if ! $PY -c "import muonlab" >>"$OUT/env.txt" 2>&1; then
+    echo "muonlab does not import with this python (see above)" >>"$OUT/env.txt"
+    exit 1
+fi
+
+# 1. Tests that only run with CUDA present (each file skips its CUDA cases without it).
+tests=(tests/test_orth_cuda.py tests/test_no_sync.py)
+timeout 200 $PY -m pytest -q -p no:cacheprovider "${tests[@]}" >"$OUT/tests.log" 2>&1
+timeout 120 $PY -m pytest -q -p no:cacheprovider tests/test_namo.py tests/test_adago.py -k "cuda" >>"$OUT/tests.log" 2>&1
+echo "pytest summaries (tests.log has the details):" >>"$OUT/env.txt"
+grep -E "passed|failed|error" "$OUT/tests.log" >>"$OUT/env.txt"
+
+# 2. perf, one set per run (a run's candidates are interleaved round-robin in one process).
+if [ "${QUICK:-0}" = 1 ]; then
+    runs=("--set gpt --d 64 --layers 2 --steps 3 --warmup 1 --only muonlab.Muon,fp32")
+else
+    runs=(
+        "--set gpt2-small --steps 20"
+        "--set gpt2-small --steps 20 --compile --only torch.optim,muonlab.Muon"
+        "--set gpt2-medium --steps 20"
+        "--set gpt2-large --steps 10"
+        "--set gpt --d 2048 --layers 4 --steps 20"
+        "--set gpt --d 4096 --layers 4 --steps 10"
+        "--set few-large --steps 10"
+        "--set many-small --steps 20"
+    )
+fi
+: >"$OUT/perf.md"
+i=0
+for args in "${runs[@]}"; do
+    i=$((i + 1))
+    echo "## muonlab perf --device $DEVICE $args" >>"$OUT/perf.md"
+    # shellcheck disable=SC2086  # the arguments are meant to split
+    timeout 150 $PY -m muonlab perf --device "$DEVICE" $args --json "$OUT/json/run$i.json" >>"$OUT/perf.md" 2>&1 \
+        || echo "(exit $? for this run)" >>"$OUT/perf.md"
+    echo >>"$OUT/perf.md"
+done
+tar czf "$OUT/perf-json.tgz" -C "$OUT" json && rm -rf "$OUT/json"
