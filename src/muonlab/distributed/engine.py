@@ -103,7 +103,7 @@ def _max_abs(grads: list[Tensor]) -> list[Tensor]:
     reductions (torch 2.13, AVX2), ``max(amax, -amin)`` per large tensor and one over all small ones
     together. Their maximum, and whether all are finite, is the same either way."""
     if grads[0].device.type == "cpu":
-        batch = [g.numel() < _LARGE and g.device.type == "cpu" for g in grads]
+        batch = [g.is_cpu and g.numel() < _LARGE for g in grads]
         large = [g for g, b in zip(grads, batch) if not b]
         small = [g for g, b in zip(grads, batch) if b]
         peaks = [max_abs(g, tuple(range(g.dim()))) for g in large]
@@ -130,7 +130,8 @@ def finite(buckets: list[Bucket]) -> Tensor | None:
     matrices are sharded, one ``all_reduce`` of the count of bad ranks per shard group, so that all
     ranks take the same decision. None when no parameter has a gradient.
     """
-    grads = [local(p.grad) for b in buckets for p in b.params if p.grad is not None]
+    # type() is Tensor first: a plain gradient needs no DTensor check (this runs for every parameter, every step)
+    grads = [g if type(g) is Tensor else local(g) for b in buckets for g in (p.grad for p in b.params) if g is not None]
     if not grads:
         return None
     device = grads[0].device

@@ -141,10 +141,10 @@ def empty_parts(shapes: Sequence[Sequence[int]], dtype: torch.dtype, device: tor
     open session's workspace on CPU, where a repeated request returns the same views (no slicing
     ops, which cost more than the copies for hundreds of small tensors), else fresh.
     """
-    shapes = tuple(tuple(s) for s in shapes)
+    shapes = tuple(s if isinstance(s, tuple) else tuple(s) for s in shapes)  # torch.Size is a tuple: kept as it is
     ws = None if torch.compiler.is_compiling() else _CURRENT.get()
     if ws is not None and torch.device(device).type == "cpu":
-        total = sum(math.prod(s) for s in shapes)
+        total = sum(map(math.prod, shapes))
         return ws.take(max(total * dtype.itemsize, 1), ("parts", shapes, dtype)).parts(shapes, dtype)
     flat = torch.empty(sum(math.prod(s) for s in shapes), dtype=dtype, device=device)
     views, offset = [], 0
