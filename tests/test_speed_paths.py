@@ -202,3 +202,22 @@ def test_step_memo_shares_coefficients_bitwise(preset, monkeypatch):
         for key, value in opt_a.state[a].items():
             assert torch.equal(value, opt_b.state[b][key]), key
     assert ops_a[-1] < ops_b[-1]
+
+
+def test_adamw_part_is_one_fused_call_for_all_shapes(monkeypatch):
+    """The in-place AdamW path takes a group's parameters of every shape in one fused call per dtype and device;
+    bf16 parameters (no fused kernel) keep their same-shape stacks beside it."""
+    calls = []
+    fused = torch._fused_adamw_
+
+    def counting(params, *args, **kwargs):
+        calls.append(len(params))
+        return fused(params, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "_fused_adamw_", counting)
+    ps = _params() + [torch.nn.Parameter(torch.randn(4, 3, dtype=torch.bfloat16)) for _ in range(2)]
+    opt = muonlab.AdamW(ps, **HP)
+    _run(ps, opt, 2)
+    assert calls == [len(SHAPES)] * 2
+    kinds = sorted((b.shape, len(b.params)) for b in opt._buckets(opt.param_groups[0]))
+    assert kinds == [((), len(SHAPES)), ((4, 3), 2)]

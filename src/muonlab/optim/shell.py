@@ -290,6 +290,27 @@ class ChainOptimizer(Optimizer):
             return t.t().unsqueeze(0)
         return t.reshape(count, *shape)
 
+    @staticmethod
+    def _merge_for_inplace_adamw(members: dict[tuple, list]) -> dict[tuple, list]:
+        """One bucket per dtype and device for AdamW parameters that the fused in-place path takes.
+
+        That path (``stages.adam.adamw_inplace``) runs on the parameters themselves, not on a stack,
+        so it needs no common shape: one fused call (one kernel launch on GPUs) instead of one per
+        shape. Its key has shape None (the bucket's ``shape`` is then ``()``). Parameters the fused
+        kernel cannot run (bf16, non-contiguous) keep their same-shape buckets.
+        """
+        by_rest: dict[tuple, list[tuple]] = {}
+        for key, items in members.items():
+            by_rest.setdefault(key[1:], []).append(key)
+        out: dict[tuple, list] = {}
+        for rest, keys in by_rest.items():
+            items = [it for k in keys for it in members[k]]
+            if len(keys) > 1 and adam_fused_applies([p for p, _ in items]):
+                out[(None, *rest)] = items
+            else:
+                out.update((k, members[k]) for k in keys)
+        return out
+
     def _buckets(self, group: dict[str, Any]) -> list[Bucket]:
         """The group's parameters bucketed by matrix view, dtype, device (and DTensor layout).
 
@@ -307,13 +328,15 @@ class ChainOptimizer(Optimizer):
             sharding = DM.sharding_of(p, group, batch_3d) if mode == "sharded" else None
             key = (self.matrix_view(p, group)[0], p.dtype, p.device, sharding.key() if sharding else None)
             members.setdefault(key, []).append((p, sharding))
+        if mode == "local" and chain == (decay_weights, adam) and len(members) > 1:
+            members = self._merge_for_inplace_adamw(members)
         buckets = []
         for key, items in members.items():
             params = [p for p, _ in items]
             views = [self.matrix_view(p, group) for p in params]
             local_views = [self.matrix_view(DM.local(p), group) for p in params]
             buckets.append(Bucket(
-                group=group, params=params, chain=chain, mode=mode, sharding=items[0][1], shape=key[0],
+                group=group, params=params, chain=chain, mode=mode, sharding=items[0][1], shape=key[0] or (),
                 counts=[c for _, c, _ in views], squeeze=[s for _, _, s in views], local_shape=local_views[0][0],
                 local_counts=[c for _, c, _ in local_views], process_group=self._process_group,
                 cache_key=(id(group), *key),
