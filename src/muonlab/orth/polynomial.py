@@ -48,7 +48,7 @@ def normalize(
 
     The norm and the division run in fp32 (fp64 when ``X`` or ``dtype`` is fp64) so that
     a bf16 input or compute dtype does not lose the scale before the cast; a zero
-    denominator (zero matrix with ``eps = 0``) is replaced by 1 so zeros stay zeros.
+    denominator (zero matrix with ``eps = 0``) is replaced by a positive one so zeros stay zeros.
 
     ``norm``: ``||X||_F`` per matrix (shape ``X.shape[:-2]``), when the caller has it already, e.g.
     NAMO's statistics of the same momentum. The result is then one division (no max-abs, scaled copy
@@ -81,9 +81,14 @@ def normalize(
         return torch.div(Xn, denom, out=out)
     p2 = pow2_scale(max_abs(Xn, (-2, -1), keepdim=True))  # (..., 1, 1)
     Xs = torch.mul(Xn, p2, out=workspace.empty_like(Xn)) if not torch.compiler.is_compiling() else Xn * p2
-    norm = torch.linalg.vector_norm(Xs, dim=(-2, -1), keepdim=True)
-    denom = prescale * norm + eps * p2
-    denom = torch.where(denom > 0, denom, torch.ones_like(denom))  # no host sync, no NaN
+    norm = torch.linalg.vector_norm(Xs, dim=(-2, -1), keepdim=True)  # in [0.5, sqrt(mn)], or 0 for a zero matrix
+    if prescale != 1.0:
+        norm = norm.mul_(prescale)
+    denom = torch.add(norm, p2, alpha=eps) if eps else norm  # prescale ||Xs|| + 2^-e eps (exact: p2 is a power of two)
+    # 0 (a zero matrix, eps = 0) -> tiny: zeros stay zeros, no NaN, no host sync. Any other denominator is
+    # >= prescale / 2 (fp32: above tiny for every prescale >= 2.4e-38), so it is left as it is: one dispatch
+    # where where(denom > 0, denom, 1) took three.
+    denom = denom.clamp_(min=torch.finfo(denom.dtype).tiny)
     if torch.compiler.is_compiling():  # the compiler plans its own buffers; out= on a strided view breaks the graph
         return (Xs / denom).to(out_dtype)
     out = Xs if out_dtype == Xs.dtype else workspace.empty(Xn.shape, out_dtype, X.device)
