@@ -52,9 +52,11 @@ def test_edge_cases():
 
 def test_pow2_scale_and_max_abs():
     """2^-e with max in [0.5, 1), capped for subnormals, 1 for 0 / inf; max_abs == abs().amax() with NaN kept."""
-    a = torch.tensor([0.75, 1.0, 3e38, 1e-45, 0.0, math.inf])
+    a = torch.tensor([0.75, 1.0, 3e38, 1e-45, 0.0, math.inf, math.nan])
     s = pow2_scale(a)
-    assert torch.equal(s[:2], torch.tensor([1.0, 0.5])) and s[4] == 1 and s[5] == 1
+    assert torch.equal(s[:2], torch.tensor([1.0, 0.5])) and s[4] == 1 and s[5] == 1 and s[6] == 1
+    d = pow2_scale(torch.tensor([5e-324, 1e300, math.nan], dtype=torch.float64))  # fp64: capped at 2^1022
+    assert d[0] == 2.0**1022 and 0.5 <= 1e300 * d[1].item() < 1 and d[2] == 1
     assert 0.5 <= (a[2] * s[2]).item() < 1 and torch.isfinite(s[3]) and s[3] == 2.0**126
     X = torch.randn(4, 5, 6)
     for d in DIMS:
