@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks of issue #14 as one prepared run, sized for ~8 minutes on one H100 / H200:
+# The GPU checks of issue #14 as one prepared run, within BUDGET seconds (default 500) on one H100 / H200:
 # the CUDA-only tests (sync-debug, the orthogonalizers on the GPU) and `muonlab perf` on every
 # GPU shape set of docs/BENCHMARKS.md. Nothing is installed: the image's python3 with torch and
 # pytest is used, with this checkout's src/ on PYTHONPATH.
@@ -10,6 +10,9 @@
 # Writes (at most 8 files, as the device tool brings back): env.txt (machine, torch, commit),
 # tests.log, perf.md (every table, in order) and perf-json.tgz (the runs' --json files).
 set -u
+BUDGET=${BUDGET:-500}  # seconds for the whole script: later runs are skipped (and said so) once it is spent
+deadline=$((SECONDS + BUDGET))
+cap() { local left=$((deadline - SECONDS)); echo $((left < 1 ? 1 : left < $1 ? left : $1)); }  # min($1, time left), >= 1 (timeout 0 = none)
 OUT=${OUT:-gpu_out}
 DEVICE=${DEVICE:-cuda}
 PY=${PY:-python3}
@@ -30,8 +33,8 @@ fi
 
 # 1. Tests that only run with CUDA present (each file skips its CUDA cases without it).
 tests=(tests/test_orth_cuda.py tests/test_no_sync.py)
-timeout 200 $PY -m pytest -q -p no:cacheprovider "${tests[@]}" >"$OUT/tests.log" 2>&1
-timeout 120 $PY -m pytest -q -p no:cacheprovider tests/test_namo.py tests/test_adago.py -k "cuda" >>"$OUT/tests.log" 2>&1
+timeout "$(cap 150)" $PY -m pytest -q -p no:cacheprovider "${tests[@]}" >"$OUT/tests.log" 2>&1
+timeout "$(cap 90)" $PY -m pytest -q -p no:cacheprovider tests/test_namo.py tests/test_adago.py -k "cuda" >>"$OUT/tests.log" 2>&1
 echo "pytest summaries (tests.log has the details):" >>"$OUT/env.txt"
 grep -E "passed|failed|error" "$OUT/tests.log" >>"$OUT/env.txt"
 
@@ -55,8 +58,12 @@ i=0
 for args in "${runs[@]}"; do
     i=$((i + 1))
     echo "## muonlab perf --device $DEVICE $args" >>"$OUT/perf.md"
+    if [ "$(cap 120)" -lt 20 ]; then
+        echo "(skipped: the script's budget of ${BUDGET} s is spent)" >>"$OUT/perf.md"
+        continue
+    fi
     # shellcheck disable=SC2086  # the arguments are meant to split
-    timeout 150 $PY -m muonlab perf --device "$DEVICE" $args --json "$OUT/json/run$i.json" >>"$OUT/perf.md" 2>&1 \
+    timeout "$(cap 120)" $PY -m muonlab perf --device "$DEVICE" $args --json "$OUT/json/run$i.json" >>"$OUT/perf.md" 2>&1 \
         || echo "(exit $? for this run)" >>"$OUT/perf.md"
     echo >>"$OUT/perf.md"
 done
