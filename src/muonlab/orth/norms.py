@@ -10,15 +10,14 @@ for inputs whose squares neither overflow nor underflow the result is bitwise ``
 correctly scaled value (the classical remedy of LAPACK's ``xNRM2``, Blue,
 "A Portable Fortran Program to Find the Euclidean Norm of a Vector", ACM TOMS 4(1), 1978).
 
-Cost: a max-abs pass and one scaled temporary on top of the sum of squares (no host sync); on CPU
-this is faster than a plain ``vector_norm`` over the columns (see :func:`safe_norm`).
+Cost: one read of the input into a temporary ``|X|`` and four passes over that temporary (max, scale,
+square, sum; no host sync); on CPU this is faster than a plain ``vector_norm`` over the columns (see
+:func:`safe_norm`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor
 
@@ -56,8 +55,8 @@ def safe_norm(X: Tensor, dim: Dims, keepdim: bool = False, *, scratch: Tensor | 
     the true norm exceeds the dtype's largest finite value (a few ulps below it at most). Inf
     entries give inf and NaN entries NaN, as ``vector_norm`` does.
 
-    ``scratch``: a tensor of ``X``'s shape and dtype to hold the scaled copy (overwritten), so that
-    several norms in a row share one temporary; on CPUs each fresh large temporary costs page faults.
+    ``scratch``: a tensor of ``X``'s shape and dtype to hold ``|X|`` (overwritten), so that several
+    norms in a row share one temporary; on CPUs each fresh large temporary costs page faults.
 
     >>> safe_norm(torch.full((64, 64), 1e30), (-2, -1))
     tensor(6.4000e+31)
@@ -65,30 +64,13 @@ def safe_norm(X: Tensor, dim: Dims, keepdim: bool = False, *, scratch: Tensor | 
     dims = (dim,) if isinstance(dim, int) else tuple(dim)
     if X.numel() == 0:  # an empty shard: max-abs has no identity, and nothing can overflow
         return torch.linalg.vector_norm(X, dim=dims, keepdim=keepdim)
-    s = pow2_scale(max_abs(X, dims, keepdim=True))
+    # X is read once (into |X|); the other four passes run over the temporary while it is in cache.
+    # On CPU the first read of a large stack is what costs (memory-bound): reading X for max-abs
+    # (amax, amin) and again for the scaled copy took 15-30% longer at 1-4 MB (docs/BENCHMARKS.md).
+    # |x| 2^-e squares exactly as x 2^-e does, so the sum is bitwise the same.
+    A = torch.abs(X) if scratch is None else torch.abs(X, out=scratch)
+    s = pow2_scale(A.amax(dims, keepdim=True))
     # square-and-sum rather than vector_norm: on CPU vector_norm over a non-innermost dim (the
-    # columns, dim=-2) is ~7x slower than this sum, and the scaled temporary is ours to square in place.
-    scaled = X * s if scratch is None else torch.mul(X, s, out=scratch)
-    norm = scaled.square_().sum(dims, keepdim=True).sqrt_().div_(s)
+    # columns, dim=-2) is ~7x slower than this sum, and the temporary is ours to square in place.
+    norm = A.mul_(s).square_().sum(dims, keepdim=True).sqrt_().div_(s)
     return norm if keepdim else norm.squeeze(dims) if dims else norm
-
-
-def safe_norms(Xs: Sequence[Tensor], dim: Dims, *, scratch: Tensor | None = None) -> list[Tensor]:
-    """:func:`safe_norm` of several tensors of one shape over the same ``dim``: bitwise the separate calls.
-
-    The passes over each tensor are the same; the small work around them (the power-of-two scales,
-    the square roots and the unscaling) runs once for all, about ten dispatches fewer per extra
-    tensor, which is most of what a norm of a small stack costs on CPUs. ``scratch`` is shared by
-    all (see :func:`safe_norm`).
-    """
-    if len(Xs) < 2 or Xs[0].numel() == 0:
-        return [safe_norm(X, dim, scratch=scratch) for X in Xs]
-    ndim = Xs[0].dim()
-    dims = tuple(d - ndim if d >= 0 else d for d in ((dim,) if isinstance(dim, int) else dim))  # the same after stacking
-    s = pow2_scale(torch.stack([max_abs(X, dims, keepdim=True) for X in Xs]))  # (r, *kept dims)
-    sums = torch.stack([
-        (X * si if scratch is None else torch.mul(X, si, out=scratch)).square_().sum(dims, keepdim=True)
-        for X, si in zip(Xs, s)
-    ])
-    norm = sums.sqrt_().div_(s)
-    return list((norm.squeeze(dims) if dims else norm).unbind(0))

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from ..orth import workspace
-from ..orth.norms import safe_norms
+from ..orth.norms import safe_norm
 
 Dims = Union[int, tuple[int, ...]]
 
@@ -60,24 +60,18 @@ class Local:
     def norms(self, *requests: tuple[Tensor, Dims], safe: bool = True) -> list[Tensor]:
         """``||X||_2`` over ``dims`` for each ``(X, dims)``.
 
-        ``safe``: without intermediate overflow (:func:`~muonlab.orth.norms.safe_norm`; two more
-        passes). ``safe=False`` is a plain ``vector_norm`` for inputs that cannot overflow, such as
+        ``safe``: without intermediate overflow (:func:`~muonlab.orth.norms.safe_norm`; one read of
+        ``X`` and four passes over a temporary). ``safe=False`` is a plain ``vector_norm`` for inputs that cannot overflow, such as
         an orthogonalized update.
         """
         if not safe:
             return [torch.linalg.vector_norm(X, dim=_dims(d)) for X, d in requests]
-        # Same-shape requests over the same dims (NAMO's gradient and momentum) share one scaled
-        # temporary and the small work around the passes (safe_norms); others go one by one.
-        groups: dict[tuple, list[int]] = {}
-        for i, (X, d) in enumerate(requests):
-            groups.setdefault(((X.shape, X.dtype, X.device), _dims(d)), []).append(i)
-        likes = [(X.shape, X.dtype, X.device) for X, _ in requests]
-        scratch = {like: workspace.out_like(requests[likes.index(like)][0]) for like in set(likes) if likes.count(like) > 1}
-        out: list[Tensor | None] = [None] * len(requests)
-        for (like, dims), idx in groups.items():
-            for i, norm in zip(idx, safe_norms([requests[i][0] for i in idx], dims, scratch=scratch.get(like))):
-                out[i] = norm
-        return out
+        # Requests of one shape share one temporary for |X| (NAMO's gradient and momentum), taken from the
+        # step's workspace: a fresh large temporary costs page faults on CPU.
+        scratch: dict[tuple, Tensor | None] = {}
+        for X, _ in requests:
+            scratch.setdefault((X.shape, X.dtype, X.device), workspace.out_like(X))
+        return [safe_norm(X, _dims(d), scratch=scratch[X.shape, X.dtype, X.device]) for X, d in requests]
 
     def nanmean_cols(self, x: Tensor) -> Tensor:
         """NaN-aware mean of a per-column vector ``(k, n)`` over its columns, shape ``(k, 1)``."""
