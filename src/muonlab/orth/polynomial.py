@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from muonlab.orth import workspace
-from muonlab.orth.norms import max_abs, pow2_scale
+from muonlab.orth.norms import pow2_scale
 from muonlab.orth.schedules import Triple, get_schedule
 
 
@@ -79,8 +79,11 @@ def normalize(
         # transposed one: a contiguous result would cost a transposing pass), as the computed form does.
         out = workspace.empty_like(Xn) if out_dtype == Xn.dtype else workspace.empty(Xn.shape, out_dtype, X.device)
         return torch.div(Xn, denom, out=out)
-    p2 = pow2_scale(max_abs(Xn, (-2, -1), keepdim=True))  # (..., 1, 1)
-    Xs = torch.mul(Xn, p2, out=workspace.empty_like(Xn)) if not torch.compiler.is_compiling() else Xn * p2
+    # max|x| from |X| in the buffer that then takes the scaled copy: X is read twice rather than three
+    # times (amax, amin, scale), and on CPU the reads of a large X are what cost (docs/BENCHMARKS.md).
+    buf = workspace.out_like(Xn)
+    p2 = pow2_scale(torch.abs(Xn, out=buf).amax((-2, -1), keepdim=True))  # (..., 1, 1)
+    Xs = torch.mul(Xn, p2, out=buf)
     norm = torch.linalg.vector_norm(Xs, dim=(-2, -1), keepdim=True)  # in [0.5, sqrt(mn)], or 0 for a zero matrix
     if prescale != 1.0:
         norm = norm.mul_(prescale)
