@@ -8,28 +8,41 @@ import pytest
 import torch
 
 from muonlab.orth import norms_bench
-from muonlab.orth.norms import max_abs, pow2_scale, safe_norm
+from muonlab.orth.norms import WIDEN_MAX_NUMEL, max_abs, pow2_scale, safe_norm, scaled_norm, widened_dtype
 
 DIMS = [(-2, -1), -2, -1]
 
 
 @pytest.mark.parametrize("dim", DIMS)
-def test_in_range_equals_the_plain_sum_of_squares_bitwise(dim):
-    """A power-of-two scale is exact: in range, safe_norm is bitwise sqrt(sum x^2) and within 2 ulps of vector_norm."""
+def test_in_range_the_forms_equal_their_plain_formulas(dim):
+    """Widened (fp32 input): the fp64 norm rounded once. Scaled (fp64 input, or called directly): a power-of-two
+    scale is exact, so in range it is bitwise sqrt(sum x^2), and within 2 ulps of vector_norm."""
     X = torch.randn(3, 7, 5, generator=torch.Generator().manual_seed(0))
+    dims = (dim,) if isinstance(dim, int) else dim
     got = safe_norm(X, dim)
-    assert torch.equal(got, X.square().sum(dim).sqrt())
-    torch.testing.assert_close(got, torch.linalg.vector_norm(X, dim=dim), rtol=2.5e-7, atol=0)
+    assert got.dtype == torch.float32
+    assert torch.equal(got, X.double().square().sum(dim).sqrt().float())
+    torch.testing.assert_close(safe_norm(X, dim, dtype=torch.float64), X.double().square().sum(dim).sqrt(), rtol=1e-15, atol=0)
+    for Y in (X, X.double()):  # the scaled form: fp32 (devices without fp64) and fp64
+        assert torch.equal(scaled_norm(Y, dims), Y.square().sum(dim).sqrt())
+        torch.testing.assert_close(scaled_norm(Y, dims), torch.linalg.vector_norm(Y, dim=dim), rtol=2.5e-7, atol=0)
+    assert torch.equal(safe_norm(X.double(), dim), scaled_norm(X.double(), dims))
 
 
 @pytest.mark.parametrize("scale", [1e30, -1e30, 1e-30, 3e36, 1e-40])
 @pytest.mark.parametrize("dim", DIMS)
 def test_extreme_scales_give_the_fp64_norm(dim, scale):
-    """fp32 entries of 1e30 (squares overflow) or 1e-30 / subnormal 1e-40 (squares underflow): the fp64 value."""
+    """fp32 entries of 1e30 (squares overflow) or 1e-30 / subnormal 1e-40 (squares underflow): the fp64 value,
+    correctly rounded by the widened form and to fp32 rounding by the scaled one; fp64 at 1e+-200 (scaled)."""
     X = (torch.randn(3, 7, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * scale).float()
+    dims = (dim,) if isinstance(dim, int) else dim
     want = torch.linalg.vector_norm(X.double(), dim=dim)
-    rtol = 1e-6 if abs(scale) > 1e-38 else 1e-2  # subnormal inputs carry few significant bits themselves
-    torch.testing.assert_close(safe_norm(X, dim).double(), want, rtol=rtol, atol=0)
+    torch.testing.assert_close(safe_norm(X, dim).double(), want, rtol=6e-8, atol=2.0**-150)  # half an fp32 ulp
+    rtol = 1e-6 if abs(scale) > 1e-38 else 1e-2  # subnormal scaled entries carry few significant bits
+    torch.testing.assert_close(scaled_norm(X, dims).double(), want, rtol=rtol, atol=0)
+    Z = torch.randn(3, 7, 5, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * (1e200 if abs(scale) > 1 else 1e-200)
+    want = torch.linalg.vector_norm(Z / abs(Z).max(), dim=dim) * abs(Z).max()
+    torch.testing.assert_close(safe_norm(Z, dim), want, rtol=1e-14, atol=0)
 
 
 def test_plain_norms_fail_where_safe_norm_does_not():
@@ -48,6 +61,17 @@ def test_edge_cases():
     assert safe_norm(torch.tensor([[3e38, 3e38]]), -1).item() == math.inf  # the true norm 4.2e38 is not fp32
     assert torch.equal(safe_norm(torch.empty(2, 3, 0), (-2, -1)), torch.zeros(2))
     assert safe_norm(torch.randn(3, 4), (-2, -1), keepdim=True).shape == (1, 1)
+    for dims in [(-2, -1), (-2,), (-1,)]:  # the scaled form too
+        assert torch.equal(scaled_norm(torch.zeros(2, 3, 3), dims), torch.zeros(2, *[3] * (2 - len(dims))))
+        assert scaled_norm(torch.tensor([[math.inf, 1.0]]), dims).max().item() == math.inf
+        assert math.isnan(scaled_norm(torch.tensor([[math.nan, 1.0]]), dims).max().item())
+    assert scaled_norm(torch.tensor([[3e38, 3e38]]), (-1,)).item() == math.inf
+    # bf16 / fp16 widen too: 300 in fp16 squares to inf there (max 65504)
+    assert safe_norm(torch.full((2, 2), 300.0, dtype=torch.float16), (-2, -1)).item() == 600.0
+    assert widened_dtype(torch.zeros(1, dtype=torch.bfloat16)) == torch.float64 == widened_dtype(torch.zeros(1))
+    assert widened_dtype(torch.zeros(1, dtype=torch.float64)) == torch.float64
+    big = torch.zeros(WIDEN_MAX_NUMEL + 1)  # above the size limit: the scaled form, in the input's dtype
+    assert widened_dtype(big) == torch.float32 and torch.equal(safe_norm(big, -1), scaled_norm(big, (-1,)))
 
 
 def test_pow2_scale_and_max_abs():
@@ -77,9 +101,11 @@ def test_a_shared_scratch_gives_the_same_norms(scale):
 
     g = torch.Generator().manual_seed(3)
     X, Y = (torch.randn(3, 8, 5, generator=g) * scale for _ in range(2))
-    buf = torch.full_like(X, math.nan)  # stale contents must not matter
+    buf = torch.full_like(X, math.nan, dtype=widened_dtype(X))  # stale contents must not matter
     for d in DIMS:
         assert torch.equal(safe_norm(X, d, scratch=buf), safe_norm(X, d))
+        dims = (d,) if isinstance(d, int) else d
+        assert torch.equal(scaled_norm(X, dims, scratch=torch.full_like(X, math.nan)), scaled_norm(X, dims))
     Z = torch.randn(4, 3, generator=g)
     shared = Local((8, 5)).norms((X, (-2, -1)), (Y, (-2, -1)), (X, -2), (Z, -1), (Y, -2))
     alone = [safe_norm(X, (-2, -1)), safe_norm(Y, (-2, -1)), safe_norm(X, -2), safe_norm(Z, -1), safe_norm(Y, -2)]

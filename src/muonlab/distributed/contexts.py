@@ -112,14 +112,17 @@ class Sharded(Local):
         partials = [X.sum(dim=_dims(d)) for X, d in requests]
         return self._all_reduce(partials, [self._spans(d) for _, d in requests])
 
-    def norms(self, *requests: tuple[Tensor, Dims], safe: bool = True) -> list[Tensor]:
+    def norms(
+        self, *requests: tuple[Tensor, Dims], safe: bool = True, dtype: torch.dtype | None = None,
+    ) -> list[Tensor]:
         need = [self._spans(d) for _, d in requests]
-        norms = super().norms(*requests, safe=safe)
         # The shards' squared norms are summed in the statistics dtype (fp64): a squared fp32 norm
         # overflows above ~1.8e19, so 1e30 gradients keep their exact norm under sharding too.
-        partials = [x.to(stat_dtype(x.device)).square() if flag else x for x, flag in zip(norms, need)]
+        sd = stat_dtype(requests[0][0].device) if requests else None
+        norms = super().norms(*requests, safe=safe, dtype=sd)
+        partials = [x.square() if flag else x for x, flag in zip(norms, need)]
         out = self._all_reduce(partials, need)
-        return [x.sqrt().to(X.dtype) if flag else x for x, flag, (X, _) in zip(out, need, requests)]
+        return [(x.sqrt() if flag else x).to(dtype or X.dtype) for x, flag, (X, _) in zip(out, need, requests)]
 
     def nanmean_cols(self, x: Tensor) -> Tensor:
         if self.sharded_dim != -1:

@@ -2,17 +2,25 @@
 
 A plain ``vector_norm`` squares the entries in the input's precision: in fp32 a matrix with entries
 above ~1.8e19 has ``sum x^2 = inf`` (and entries below ~1e-23 square to zero), although its norm is
-a perfectly representable number. :func:`safe_norm` scales every slice by a power of two
-``s = 2^-e`` with ``max|x| = f 2^e``, ``f`` in ``[0.5, 1)``, so that its largest entry lies in
-``[0.5, 1)``, takes the norm there and divides by ``s``. Multiplying by a power of two is exact, so
-for inputs whose squares neither overflow nor underflow the result is bitwise ``X.square().sum().sqrt()``
-(and within an ulp or two of ``vector_norm``, which sums in another order); for the others it is the
-correctly scaled value (the classical remedy of LAPACK's ``xNRM2``, Blue,
-"A Portable Fortran Program to Find the Euclidean Norm of a Vector", ACM TOMS 4(1), 1978).
+a perfectly representable number. :func:`safe_norm` avoids both in one of two ways:
 
-Cost: one read of the input into a temporary ``|X|`` and four passes over that temporary (max, scale,
-square, sum; no host sync); on CPU this is faster than a plain ``vector_norm`` over the columns (see
-:func:`safe_norm`).
+* **Widened** (fp32, bf16 and fp16 inputs of up to :data:`WIDEN_MAX_NUMEL` elements, on devices with
+  fp64): the entries are converted to fp64, where their squares are exact and can neither overflow nor
+  underflow (an fp32 square lies in ``[2e-90, 1.2e77]``), and the norm is taken there. The result is
+  the fp64 norm of the input, rounded once to the output dtype. Three passes (convert, square, sum;
+  two for norms over the last dim, which ``vector_norm`` reduces in one) and no small ops around them.
+* **Scaled** (fp64 inputs, larger inputs, and devices without fp64 such as Apple MPS): every slice is
+  scaled by a power of two ``s = 2^-e`` with ``max|x| = f 2^e``, ``f`` in ``[0.5, 1)``, so that its
+  largest entry lies in ``[0.5, 1)``; the norm is taken there and divided by ``s``. Multiplying by a
+  power of two is exact, so for inputs whose squares neither overflow nor underflow the result is
+  bitwise ``X.square().sum().sqrt()``; for the others it is the correctly scaled value (the classical
+  remedy of LAPACK's ``xNRM2``, Blue, "A Portable Fortran Program to Find the Euclidean Norm of a
+  Vector", ACM TOMS 4(1), 1978).
+
+Both are accurate to the rounding of a plain norm, and the choice depends on the input's dtype, size and
+device only, so a given shape always takes the same form. Neither syncs with the host. On CPU (torch
+2.13, AVX2) the widened form is 1.3-4x faster up to 1 MB stacks, where the scaled form's dozen small
+ops dominate; from ~3 MB the scaled one is as fast or faster (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -48,29 +56,71 @@ def max_abs(X: Tensor, dim: Dims, keepdim: bool = False) -> Tensor:
     return torch.maximum(X.amax(dims, keepdim=keepdim), X.amin(dims, keepdim=keepdim).neg())
 
 
-def safe_norm(X: Tensor, dim: Dims, keepdim: bool = False, *, scratch: Tensor | None = None) -> Tensor:
-    """``||X||_2`` over ``dim`` without intermediate overflow or underflow, in ``X``'s dtype.
+#: the largest input (elements) that :func:`safe_norm` widens to fp64. Above it the scaled form is as fast
+#: or faster on CPU (its passes over an fp32 temporary stay in cache, the fp64 copy's do not: NAMO-D's
+#: (4, 1024, 256) column norms 1.13x slower widened, (4, 256, 256) 0.74x; docs/BENCHMARKS.md).
+WIDEN_MAX_NUMEL = 1 << 19
 
-    Accurate to the rounding of a plain norm at every magnitude; the result itself is ``inf`` only when
-    the true norm exceeds the dtype's largest finite value (a few ulps below it at most). Inf
+
+def widened_dtype(X: Tensor) -> torch.dtype:
+    """The dtype :func:`safe_norm` computes ``X``'s norms in: fp64 for a narrower input of at most
+    :data:`WIDEN_MAX_NUMEL` elements on a device with fp64 (the *widened* form), else ``X.dtype``
+    (the *scaled* form)."""
+    if X.dtype.itemsize < 8 and X.numel() <= WIDEN_MAX_NUMEL and X.device.type != "mps":
+        return torch.float64
+    return X.dtype
+
+
+def safe_norm(
+    X: Tensor, dim: Dims, keepdim: bool = False, *, scratch: Tensor | None = None, dtype: torch.dtype | None = None,
+) -> Tensor:
+    """``||X||_2`` over ``dim`` without intermediate overflow or underflow.
+
+    Accurate to the rounding of a plain norm at every magnitude (widened: the fp64 norm, rounded once);
+    the result is ``inf`` only when the true norm exceeds the largest finite value of ``dtype``. Inf
     entries give inf and NaN entries NaN, as ``vector_norm`` does.
 
-    ``scratch``: a tensor of ``X``'s shape and dtype to hold ``|X|`` (overwritten), so that several
-    norms in a row share one temporary; on CPUs each fresh large temporary costs page faults.
+    Args:
+        X: a floating-point tensor.
+        dim: the dims reduced.
+        keepdim: keep them as size 1.
+        scratch: a tensor of ``X``'s shape in :func:`widened_dtype` ``(X)``, overwritten, so that several
+            norms in a row share one temporary (on CPUs each fresh large temporary costs page faults).
+        dtype: the result's dtype (default ``X.dtype``); e.g. fp64 for statistics of squared norms,
+            which then keep the widened form's precision.
 
     >>> safe_norm(torch.full((64, 64), 1e30), (-2, -1))
     tensor(6.4000e+31)
     """
     dims = (dim,) if isinstance(dim, int) else tuple(dim)
+    dtype = dtype or X.dtype
     if X.numel() == 0:  # an empty shard: max-abs has no identity, and nothing can overflow
-        return torch.linalg.vector_norm(X, dim=dims, keepdim=keepdim)
+        return torch.linalg.vector_norm(X, dim=dims, keepdim=keepdim, dtype=dtype)
+    if widened_dtype(X) != X.dtype:
+        return widened_norm(X, dims, keepdim, scratch=scratch).to(dtype)
+    return scaled_norm(X, dims, keepdim, scratch=scratch).to(dtype)
+
+
+def widened_norm(X: Tensor, dims: tuple[int, ...], keepdim: bool = False, *, scratch: Tensor | None = None) -> Tensor:
+    """:func:`safe_norm`'s widened form: the norm of ``X`` converted to fp64, in fp64 (``X`` fp32 / bf16 / fp16).
+
+    ``scratch``: an fp64 tensor of ``X``'s shape for the converted copy (overwritten).
+    """
+    D = X.to(torch.float64) if scratch is None else scratch.copy_(X)
+    if X.dim() - 1 in {d % X.dim() for d in dims}:
+        return torch.linalg.vector_norm(D, dim=dims, keepdim=keepdim)  # over the last dim: one vectorized pass
+    # Square-and-sum: on CPU vector_norm over non-innermost dims alone (the columns, dim=-2) is ~7x slower.
+    return D.square_().sum(dims, keepdim=keepdim).sqrt_()
+
+
+def scaled_norm(X: Tensor, dims: tuple[int, ...], keepdim: bool = False, *, scratch: Tensor | None = None) -> Tensor:
+    """:func:`safe_norm`'s scaled form, in ``X``'s dtype: each slice scaled by a power of two into ``[0.5, 1)``.
+
+    ``scratch``: a tensor of ``X``'s shape and dtype for ``|X|`` (overwritten).
+    """
     # X is read once (into |X|); the other four passes run over the temporary while it is in cache.
-    # On CPU the first read of a large stack is what costs (memory-bound): reading X for max-abs
-    # (amax, amin) and again for the scaled copy took 15-30% longer at 1-4 MB (docs/BENCHMARKS.md).
-    # |x| 2^-e squares exactly as x 2^-e does, so the sum is bitwise the same.
+    # |x| 2^-e squares exactly as x 2^-e does.
     A = torch.abs(X) if scratch is None else torch.abs(X, out=scratch)
     s = pow2_scale(A.amax(dims, keepdim=True))
-    # square-and-sum rather than vector_norm: on CPU vector_norm over a non-innermost dim (the
-    # columns, dim=-2) is ~7x slower than this sum, and the temporary is ours to square in place.
     norm = A.mul_(s).square_().sum(dims, keepdim=True).sqrt_().div_(s)
     return norm if keepdim else norm.squeeze(dims) if dims else norm

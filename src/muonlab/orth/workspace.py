@@ -168,10 +168,10 @@ def empty_like(x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
     return empty(x.shape, dtype, x.device)
 
 
-def out_like(x: Tensor) -> Tensor | None:
-    """An ``out=`` tensor like ``x`` (:func:`empty_like`), or None under ``torch.compile``.
+def out_like(x: Tensor, dtype: torch.dtype | None = None) -> Tensor | None:
+    """An ``out=`` tensor like ``x`` (:func:`empty_like`, optionally in another dtype), or None under ``torch.compile``.
 
     ``torch.op(..., out=None)`` is the functional form, which is what a compiled graph wants: out=
     into a strided tensor breaks the graph, and the compiler plans its own buffers anyway.
     """
-    return None if torch.compiler.is_compiling() else empty_like(x)
+    return None if torch.compiler.is_compiling() else empty_like(x, dtype)

@@ -115,12 +115,15 @@ class Stack:
         """Global ``X.sum(dims)`` for each ``(X, dims)`` (one collective for all, when sharded)."""
         return self.ctx.sums(*requests)
 
-    def norms(self, *requests: tuple[Tensor, Dims], safe: bool = True) -> list[Tensor]:
+    def norms(
+        self, *requests: tuple[Tensor, Dims], safe: bool = True, dtype: torch.dtype | None = None,
+    ) -> list[Tensor]:
         """Global ``||X||_2`` over dims for each ``(X, dims)`` (one collective for all, when sharded).
 
         Overflow-safe unless ``safe=False`` (for inputs of order 1, e.g. an orthogonalized update).
+        ``dtype``: of the results (default: each ``X``'s), e.g. :func:`stat_dtype` for statistics.
         """
-        return self.ctx.norms(*requests, safe=safe)
+        return self.ctx.norms(*requests, safe=safe, dtype=dtype)
 
     def remember_norm(self, norm: Tensor) -> None:
         """Record ``||update||_F`` per matrix (``(k,)``, global when sharded) for the orthogonalizer.

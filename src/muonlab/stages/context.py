@@ -8,7 +8,7 @@ its single-process value exactly.
 
 The interface:
 
-* ``sums(*(X, dims))`` / ``norms(*(X, dims))``: per-matrix sums / Euclidean norms (overflow-safe:
+* ``sums(*(X, dims))`` / ``norms(*(X, dims), dtype=)``: per-matrix sums / Euclidean norms (overflow-safe:
   1e30 entries give their true norm, not inf) of ``(k, m, n)`` tensors over ``dims`` (``-1``: over the columns of each row, ``-2``: over the rows of each column,
   ``(-2, -1)``: the whole matrix). Several requests are combined into one collective.
 * ``nanmean_cols(x)`` / ``kthvalue_cols(x, rank)``: NaN-aware mean and k-th smallest value of a
@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from ..orth import workspace
-from ..orth.norms import safe_norm
+from ..orth.norms import safe_norm, widened_dtype
 
 Dims = Union[int, tuple[int, ...]]
 
@@ -57,21 +57,24 @@ class Local:
         """``X.sum(dims)`` for each ``(X, dims)``."""
         return [X.sum(dim=_dims(d)) for X, d in requests]
 
-    def norms(self, *requests: tuple[Tensor, Dims], safe: bool = True) -> list[Tensor]:
-        """``||X||_2`` over ``dims`` for each ``(X, dims)``.
+    def norms(
+        self, *requests: tuple[Tensor, Dims], safe: bool = True, dtype: torch.dtype | None = None,
+    ) -> list[Tensor]:
+        """``||X||_2`` over ``dims`` for each ``(X, dims)``, in ``dtype`` (default: each ``X``'s).
 
-        ``safe``: without intermediate overflow (:func:`~muonlab.orth.norms.safe_norm`; one read of
-        ``X`` and four passes over a temporary). ``safe=False`` is a plain ``vector_norm`` for inputs that cannot overflow, such as
-        an orthogonalized update.
+        ``safe``: without intermediate overflow (:func:`~muonlab.orth.norms.safe_norm`). ``safe=False``
+        is a plain ``vector_norm`` for inputs that cannot overflow, such as an orthogonalized update.
         """
         if not safe:
-            return [torch.linalg.vector_norm(X, dim=_dims(d)) for X, d in requests]
-        # Requests of one shape share one temporary for |X| (NAMO's gradient and momentum), taken from the
+            return [torch.linalg.vector_norm(X, dim=_dims(d), dtype=dtype) for X, d in requests]
+        # Requests of one shape share one temporary (NAMO's gradient and momentum), taken from the
         # step's workspace: a fresh large temporary costs page faults on CPU.
         scratch: dict[tuple, Tensor | None] = {}
         for X, _ in requests:
-            scratch.setdefault((X.shape, X.dtype, X.device), workspace.out_like(X))
-        return [safe_norm(X, _dims(d), scratch=scratch[X.shape, X.dtype, X.device]) for X, d in requests]
+            scratch.setdefault((X.shape, X.dtype, X.device), workspace.out_like(X, widened_dtype(X)))
+        return [
+            safe_norm(X, _dims(d), scratch=scratch[X.shape, X.dtype, X.device], dtype=dtype) for X, d in requests
+        ]
 
     def nanmean_cols(self, x: Tensor) -> Tensor:
         """NaN-aware mean of a per-column vector ``(k, n)`` over its columns, shape ``(k, 1)``."""

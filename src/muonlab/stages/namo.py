@@ -125,9 +125,8 @@ def scale_by_namo(stack: Stack) -> None:
     # Overflow-safe norms and fp64 statistics: ||G||^2 of a 1e30-entry gradient is ~1e64, beyond
     # fp32, and the ratio must still be the formula's (tests compare with fp64 at +-1e30).
     sd = stat_dtype(stack.grad.device)
-    g, m = stack.norms((stack.grad, (-2, -1)), (stack.update, (-2, -1)))
+    g, m = stack.norms((stack.grad, (-2, -1)), (stack.update, (-2, -1)), dtype=sd)
     stack.remember_norm(m)  # the orthogonalizer normalizes this update by the same norm
-    g, m = g.to(sd), m.to(sd)
     v = stack.buffer("namo.v", "", dtype=sd, gated=True)  # (k,); g = 0 on a skipped step
     v.mul_(stack.keep(mu2, v)).addcmul_(g, g, value=1 - mu2)
     alpha = (bias_corrected_lr(stack).to(sd) * ratio(m, v.sqrt(), group["eps"])).to(stack.grad.dtype)  # (k,)
@@ -151,11 +150,11 @@ def scale_by_namo_d(stack: Stack) -> None:
     # (k, n) column norms of the raw gradient and of the momentum that gets orthogonalized;
     # overflow-safe, with fp64 statistics as in scale_by_namo.
     sd = stat_dtype(stack.grad.device)
-    cg, cm = (x.to(sd) for x in stack.norms((stack.grad, -2), (stack.update, -2)))
+    cg, cm = stack.norms((stack.grad, -2), (stack.update, -2), dtype=sd)
     if sd == torch.float64 and stack.ctx.sharded_dim != -1:
         # ||M~||_F from the column norms, for the orthogonalizer's normalization: exact in fp64 (the
         # squares of fp32 norms cannot overflow there); with sharded columns the sum would be partial.
-        stack.remember_norm(cm.square().sum(-1).sqrt().to(stack.grad.dtype))
+        stack.remember_norm(cm.square().sum(-1).sqrt())
     V = stack.buffer("namo_d.v", "n", dtype=sd, gated=True)  # (k, n); cg = 0 on a skipped step
     V.mul_(stack.keep(mu2, V)).addcmul_(cg, cg, value=1 - mu2)
     r = ratio(cm, V.sqrt(), group["eps"]).to(stack.grad.dtype)  # (k, n)

@@ -61,8 +61,8 @@ def _column_energy(stack: Stack, X: torch.Tensor) -> torch.Tensor:
     Computed as squared overflow-safe column norms: with 1e30 gradients ``X^2`` overflows fp32, and
     the energies, their reference and the ratios ``e_j / E_ref`` must stay the formula's values.
     """
-    (norm,) = stack.norms((X, -2))
-    return norm.to(stat_dtype(norm.device)).square()
+    (norm,) = stack.norms((X, -2), dtype=stat_dtype(X.device))
+    return norm.square()
 
 
 def gate_columns(stack: Stack) -> None:
