@@ -68,18 +68,47 @@ def test_zero_matrix_with_eps_zero():
     assert torch.equal(Y, torch.zeros_like(Y))
 
 
+# ----------------------------------------------------------------------------- the normalization's two forms
+@pytest.mark.parametrize("widened", [True, False])
+@pytest.mark.parametrize("scale", [1.0, 1e30, 1e-30])
+@pytest.mark.parametrize("shape, transposed", [((3, 6, 10), False), ((2, 12, 5), True)])
+def test_normalize_forms_equal_the_fp64_formula(shape, transposed, scale, widened, monkeypatch):
+    """X / (s ||X||_F + eps) per matrix. The widened form (small stacks) is the fp64 formula rounded once,
+    bitwise; the scaled form (large stacks, forced here) is within an fp32 ulp of it, at any scale and on a
+    transposed view; a zero matrix with eps = 0 stays zero in both."""
+    from muonlab.orth import polynomial
+
+    if not widened:
+        monkeypatch.setattr(polynomial, "WIDEN_NORMALIZE_MAX_NUMEL", 0)
+    X = (gaussian(*shape, seed=7) * scale).float()
+    X = X.mT.contiguous().mT if transposed else X  # the wide view of a tall stack
+    for prescale, eps in [(1.0, 1e-7), (1.02, 0.0)]:
+        got = polynomial.normalize(X, prescale, eps, None)
+        D = X.double()
+        want = D / (prescale * torch.linalg.vector_norm(D, dim=(-2, -1), keepdim=True) + eps)
+        assert got.dtype == torch.float32 and got.stride() == X.stride()
+        if widened:
+            assert torch.equal(got, want.float())
+        else:
+            torch.testing.assert_close(got.double(), want, rtol=2.5e-7, atol=1e-45 if eps else 0.0)
+    zero = polynomial.normalize(torch.zeros(shape), 1.0, 0.0, torch.bfloat16)
+    assert zero.dtype == torch.bfloat16 and torch.equal(zero, torch.zeros_like(zero))
+
+
 # ----------------------------------------------------------------------------- a known norm
 @pytest.mark.parametrize("spec", ["newton_schulz", "you", "polar_express", "gram_newton_schulz", "auto", "auto_you"])
 @pytest.mark.parametrize("shape", [(3, 12, 12), (2, 30, 9), (2, 9, 30), (1, 5)])
 def test_a_known_norm_gives_the_same_result(spec, shape):
     """``norm=||X||_F`` (what NAMO hands over) replaces the normalization's own passes: same polar
-    approximation to fp64 rounding, and to fp32 rounding in fp32."""
+    approximation to fp64 rounding, and to fp32 rounding in fp32 (the two normalized inputs differ in
+    the last bit, which Polar Express's steep first steps amplify to ~2e-6 at (3, 12, 12), where each
+    fp32 result is itself 5-7e-6 off the fp64 one)."""
     fn = orth.resolve(spec)
     X = gaussian(*shape, seed=len(shape))
     norm = torch.linalg.vector_norm(X, dim=(-2, -1))
     assert (fn(X, 5, None, norm=norm) - fn(X, 5, None)).abs().max() < 1e-13
     X32, norm32 = X.float(), norm.float()
-    assert (fn(X32, 5, None, norm=norm32) - fn(X32, 5, None)).abs().max() < 2e-6
+    assert (fn(X32, 5, None, norm=norm32) - fn(X32, 5, None)).abs().max() < 4e-6
 
 
 @pytest.mark.parametrize("scale", [1e30, 1e-30])

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from muonlab.orth import workspace
-from muonlab.orth.norms import pow2_scale
+from muonlab.orth.norms import pow2_scale, widened_dtype
 from muonlab.orth.schedules import Triple, get_schedule
 
 
@@ -41,14 +41,22 @@ def check_compute_dtype(dtype: torch.dtype | None) -> None:
         raise ValueError(f"dtype must be None or a floating torch.dtype, got {dtype!r}")
 
 
+#: the largest stack (elements) that :func:`normalize` normalizes in fp64 (:func:`_normalize_widened`). Its
+#: fp64 copy and quotient cost more memory traffic than the scaled form's passes, which its fewer
+#: dispatches repay only on small stacks: 0.67x at (2, 64, 64), 0.94x at (4, 128, 256), 1.06x at
+#: (4, 384, 128) (CPU, AVX2, torch 2.13; docs/BENCHMARKS.md).
+WIDEN_NORMALIZE_MAX_NUMEL = 1 << 17
+
+
 def normalize(
     X: Tensor, prescale: float, eps: float, dtype: torch.dtype | None, norm: Tensor | None = None,
 ) -> Tensor:
     """Return ``X / (prescale * ||X||_F + eps)`` per matrix, cast to the compute dtype.
 
-    The norm and the division run in fp32 (fp64 when ``X`` or ``dtype`` is fp64) so that
-    a bf16 input or compute dtype does not lose the scale before the cast; a zero
-    denominator (zero matrix with ``eps = 0``) is replaced by a positive one so zeros stay zeros.
+    The norm and the division run in fp32 (fp64 when ``X`` or ``dtype`` is fp64, or for a stack of at most
+    :data:`WIDEN_NORMALIZE_MAX_NUMEL` elements on a device with fp64) so that a bf16 input or compute dtype does not
+    lose the scale before the cast; a zero denominator (zero matrix with ``eps = 0``) is replaced by a
+    positive one so zeros stay zeros.
 
     ``norm``: ``||X||_F`` per matrix (shape ``X.shape[:-2]``), when the caller has it already, e.g.
     NAMO's statistics of the same momentum. The result is then one division (no max-abs, scaled copy
@@ -79,6 +87,8 @@ def normalize(
         # transposed one: a contiguous result would cost a transposing pass), as the computed form does.
         out = workspace.empty_like(Xn) if out_dtype == Xn.dtype else workspace.empty(Xn.shape, out_dtype, X.device)
         return torch.div(Xn, denom, out=out)
+    if Xn.numel() <= WIDEN_NORMALIZE_MAX_NUMEL and widened_dtype(Xn) != Xn.dtype:
+        return _normalize_widened(Xn, prescale, eps, out_dtype)
     # max|x| from |X| in the buffer that then takes the scaled copy: X is read twice rather than three
     # times (amax, amin, scale), and on CPU the reads of a large X are what cost (docs/BENCHMARKS.md).
     buf = workspace.out_like(Xn)
@@ -96,6 +106,29 @@ def normalize(
         return (Xs / denom).to(out_dtype)
     out = Xs if out_dtype == Xs.dtype else workspace.empty(Xn.shape, out_dtype, X.device)
     return torch.div(Xs, denom, out=out)
+
+
+def _normalize_widened(Xn: Tensor, prescale: float, eps: float, out_dtype: torch.dtype) -> Tensor:
+    """:func:`normalize`'s computed form for a small stack: in fp64.
+
+    The fp64 copy's squares are exact, so its norm needs no scaling, and the division runs in fp64 and
+    rounds once into the output: six dispatches where the scaled form takes about fifteen, which is
+    what a small stack's normalization costs on CPUs (docs/BENCHMARKS.md). Equal to the scaled form up
+    to the rounding of the norm and the quotient.
+    """
+    D = Xn.to(torch.float64) if torch.compiler.is_compiling() else workspace.empty_like(Xn, torch.float64).copy_(Xn)
+    denom = torch.linalg.vector_norm(D, dim=(-2, -1), keepdim=True)
+    if prescale != 1.0:
+        denom = denom.mul_(prescale)
+    if eps:
+        denom = denom.add_(eps)
+    denom = denom.clamp_(min=torch.finfo(torch.float64).tiny)  # a zero matrix with eps = 0 stays zero
+    if torch.compiler.is_compiling():
+        return (D / denom).to(out_dtype)
+    out = workspace.empty_like(Xn) if out_dtype == Xn.dtype else workspace.empty(Xn.shape, out_dtype, Xn.device)
+    # Divided in fp64 and rounded once by the copy: torch.div(D, denom, out=<fp32>) gives the same values
+    # but runs TensorIterator's mixed-dtype loop, 3.5x (contiguous) to 20x (transposed) slower on CPU.
+    return out.copy_(D.div_(denom))
 
 
 def _iterate(X: Tensor, triples: Sequence[Triple], steps: int) -> Tensor:
