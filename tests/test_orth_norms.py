@@ -22,7 +22,8 @@ def test_in_range_the_forms_equal_their_plain_formulas(dim):
     got = safe_norm(X, dim)
     assert got.dtype == torch.float32
     assert torch.equal(got, X.double().square().sum(dim).sqrt().float())
-    torch.testing.assert_close(safe_norm(X, dim, dtype=torch.float64), X.double().square().sum(dim).sqrt(), rtol=1e-15, atol=0)
+    want64 = X.double().square().sum(dim).sqrt()
+    torch.testing.assert_close(safe_norm(X, dim, dtype=torch.float64), want64, rtol=1e-15, atol=0)
     for Y in (X, X.double()):  # the scaled form: fp32 (devices without fp64) and fp64
         assert torch.equal(scaled_norm(Y, dims), Y.square().sum(dim).sqrt())
         torch.testing.assert_close(scaled_norm(Y, dims), torch.linalg.vector_norm(Y, dim=dim), rtol=2.5e-7, atol=0)
@@ -40,7 +41,8 @@ def test_extreme_scales_give_the_fp64_norm(dim, scale):
     torch.testing.assert_close(safe_norm(X, dim).double(), want, rtol=6e-8, atol=2.0**-150)  # half an fp32 ulp
     rtol = 1e-6 if abs(scale) > 1e-38 else 1e-2  # subnormal scaled entries carry few significant bits
     torch.testing.assert_close(scaled_norm(X, dims).double(), want, rtol=rtol, atol=0)
-    Z = torch.randn(3, 7, 5, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * (1e200 if abs(scale) > 1 else 1e-200)
+    Z = torch.randn(3, 7, 5, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    Z = Z * (1e200 if abs(scale) > 1 else 1e-200)  # fp64 squares overflow / underflow: the scaled form
     want = torch.linalg.vector_norm(Z / abs(Z).max(), dim=dim) * abs(Z).max()
     torch.testing.assert_close(safe_norm(Z, dim), want, rtol=1e-14, atol=0)
 

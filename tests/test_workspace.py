@@ -117,8 +117,9 @@ def test_an_optimizer_step_uses_a_bounded_workspace_and_equals_fresh_allocations
     fresh, none, _ = run(False)
     assert all(torch.equal(a, b) for a, b in zip(pooled, fresh))
     assert sizes[0] > 0 and sizes == [sizes[0]] * 5 and set(none) == {0}
-    # bounded by one bucket's temporaries: here well under ten copies of the largest bucket (2 x 24 x 8 fp32)
-    assert sizes[0] <= 10 * 2 * 24 * 8 * 4
+    # bounded by one bucket's temporaries: here under twelve copies of the largest bucket (2 x 24 x 8 fp32; the
+    # fp64 copy of a small stack's normalization counts twice)
+    assert sizes[0] <= 12 * 2 * 24 * 8 * 4
     twin = copy.deepcopy(opt)  # the setting is copied, the buffers are not
     assert twin.cpu_workspace and twin.workspace_bytes == 0
     opt.cpu_workspace = False

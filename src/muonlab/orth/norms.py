@@ -26,6 +26,7 @@ ops dominate; from ~3 MB the scaled one is as fast or faster (docs/BENCHMARKS.md
 from __future__ import annotations
 
 import math
+
 import torch
 from torch import Tensor
 

@@ -53,10 +53,10 @@ def normalize(
 ) -> Tensor:
     """Return ``X / (prescale * ||X||_F + eps)`` per matrix, cast to the compute dtype.
 
-    The norm and the division run in fp32 (fp64 when ``X`` or ``dtype`` is fp64, or for a stack of at most
-    :data:`WIDEN_NORMALIZE_MAX_NUMEL` elements on a device with fp64) so that a bf16 input or compute dtype does not
-    lose the scale before the cast; a zero denominator (zero matrix with ``eps = 0``) is replaced by a
-    positive one so zeros stay zeros.
+    The norm and the division run in fp32 (fp64 when ``X`` or ``dtype`` is fp64, or for a stack of at
+    most :data:`WIDEN_NORMALIZE_MAX_NUMEL` elements on a device with fp64) so that a bf16 input or
+    compute dtype does not lose the scale before the cast; a zero denominator (zero matrix with
+    ``eps = 0``) is replaced by a positive one so zeros stay zeros.
 
     ``norm``: ``||X||_F`` per matrix (shape ``X.shape[:-2]``), when the caller has it already, e.g.
     NAMO's statistics of the same momentum. The result is then one division (no max-abs, scaled copy
