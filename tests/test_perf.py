@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import warnings
 
 import pytest
 import torch
@@ -87,6 +88,20 @@ def test_report_structure(tmp_path, capsys):
     assert best["vs_best_stock"] == pytest.approx(1.0)
     assert res["machine"]["cpu_capability"] and res["machine"]["ns_dtype_auto"] in ("float32", "bfloat16")
     assert res["rows"]["muonlab.AdamW"]["state_mb"] == pytest.approx(res["rows"]["torch.optim.AdamW (foreach)"]["state_mb"])
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_an_emulated_bf16_stock_row_is_warned_about(native, monkeypatch, capsys):
+    """Where bf16 matmuls are emulated, selecting the bf16 stock row (by a substring such as "AdamW") warns that
+    it will dominate and disturb the run; with native bf16, or when it is not selected, nothing is said."""
+    monkeypatch.setattr(perf, "native_bf16", lambda device_type: native)
+    argv = ["perf", "--set", "tests.test_perf:tiny_model", "--steps", "1", "--warmup", "0", "--threads", "1"]
+    for only, selected in [("AdamW", True), ("torch.optim.AdamW,muonlab.AdamW", False)]:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            assert main(argv + ["--only", only]) == 0
+        assert ("torch.optim.Muon + AdamW (bf16 NS)" in capsys.readouterr().out) is selected
+        assert any("no native bf16" in str(w.message) for w in seen) is (selected and not native)
 
 
 def test_paired_ratio_is_the_median_of_per_round_ratios_with_its_order_statistic_interval():

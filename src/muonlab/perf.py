@@ -18,6 +18,11 @@ variants orthogonalize the hidden matrices and run AdamW on the rest. Reported p
   NS shape in the same dtype, measured in the same run (from extra, instrumented steps that time
   every orthogonalizer call);
 * optimizer-state memory (bytes held in ``opt.state``; on CUDA also the peak allocated during a step).
+
+``--only`` takes comma-separated substrings of the candidate names, so ``AdamW`` also selects
+``torch.optim.Muon + AdamW (bf16 NS)``. Where bf16 matmuls are emulated that row takes ~50x an fp32 step
+and disturbs the timing of every other row, and the run warns about it; name the rows instead, e.g.
+``--only "torch.optim.AdamW,fp32 NS,muonlab."``.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import math
 import statistics
 import subprocess
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -222,6 +228,16 @@ def run(name_set: str, hidden: list, adamw: list, device: str, steps: int, warmu
     """Time every selected candidate on the set; returns the report as a dict (see :func:`report`)."""
     hp, ap = tensors(hidden, device, torch.float32, 0), tensors(adamw, device, torch.float32, 1)
     chosen = {k: f for k, f in candidates(compiled).items() if not only or any(s in k for s in only.split(","))}
+    emulated = [k for k in chosen if "(bf16 NS)" in k] if not native_bf16(device.split(":")[0]) else []
+    if emulated:
+        # Seen on the AVX2 EPYC of docs/BENCHMARKS.md: --only "AdamW" picked this row too, and its ~9 s steps
+        # widened every other row's paired interval several-fold.
+        warnings.warn(
+            f"perf: {emulated[0]!r} is selected and this {device} has no native bf16 matmul (emulated, ~50x slower "
+            "than fp32): its steps dominate the run and disturb the other rows' timings. Its fp32 twin ('fp32 NS') "
+            "is the best stock baseline here; name the rows in --only to leave it out (e.g. "
+            "'torch.optim.AdamW,fp32 NS,muonlab.').", stacklevel=2,
+        )
 
     def fresh(ps: list[torch.Tensor]) -> list[torch.Tensor]:
         out = [p.detach().clone().requires_grad_() for p in ps]
