@@ -8,7 +8,8 @@
 #   DEVICE=cpu QUICK=1 bash scripts/gpu_check.sh   # a dry run of the script itself on a CPU
 #
 # Writes (at most 8 files, as the device tool brings back): env.txt (machine, torch, commit),
-# tests.log, perf.md (every table, in order) and perf-json.tgz (the runs' --json files).
+# tests.log, norm_forms.md (norms_bench --forms), perf.md (every table, in order) and perf-json.tgz
+# (the runs' --json files).
 set -u
 BUDGET=${BUDGET:-500}  # seconds for the whole script: later runs are skipped (and said so) once it is spent
 deadline=$((SECONDS + BUDGET))
@@ -38,7 +39,12 @@ timeout "$(cap 90)" $PY -m pytest -q -p no:cacheprovider tests/test_namo.py test
 echo "pytest summaries (tests.log has the details):" >>"$OUT/env.txt"
 grep -E "passed|failed|error" "$OUT/tests.log" >>"$OUT/env.txt"
 
-# 2. perf, one set per run (a run's candidates are interleaved round-robin in one process).
+# 2. The widened (fp64) and scaled forms of the norms and the normalization across stack sizes: their size
+#    limits were measured on a CPU only (docs/BENCHMARKS.md, seventh stop).
+timeout "$(cap 60)" $PY -m muonlab.orth.norms_bench --forms --device "$DEVICE" --repeats "$([ "${QUICK:-0}" = 1 ] && echo 2 || echo 30)" \
+    >"$OUT/norm_forms.md" 2>&1 || echo "(exit $? for the forms)" >>"$OUT/norm_forms.md"
+
+# 3. perf, one set per run (a run's candidates are interleaved round-robin in one process).
 if [ "${QUICK:-0}" = 1 ]; then
     runs=("--set gpt --d 64 --layers 2 --steps 3 --warmup 1 --only muonlab.Muon,fp32")
 else

@@ -94,6 +94,15 @@ def test_norms_bench_runs():
     """python -m muonlab.orth.norms_bench: every case timed (structure only, no timing assertions)."""
     rows = norms_bench.run(k=2, m=8, n=4, repeats=1)
     assert len(rows) == 8 and all(ms >= 0 for _, ms in rows)
+    forms = norms_bench.forms(shapes=[(2, 8, 4), (1, 3, 5)], repeats=1)  # --forms: both forms of each reduction
+    assert [shape for shape, _ in forms] == [(2, 8, 4), (1, 3, 5)]
+    assert all(set(t) == {f"{w} {f}" for w in ("columns", "frobenius", "normalize") for f in ("widened", "scaled")}
+               and min(t.values()) >= 0 for _, t in forms)
+    table = norms_bench.forms_table(forms).splitlines()
+    assert len(table) == 2 + 2 + 1 and table[2].startswith("| (2, 8, 4) | 64 |")
+    from muonlab.orth import polynomial
+
+    assert polynomial.WIDEN_NORMALIZE_MAX_NUMEL == 1 << 17  # the scaled normalize restored its limit
 
 
 @pytest.mark.parametrize("scale", [1.0, 1e30, 1e-30])
