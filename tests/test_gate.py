@@ -52,17 +52,25 @@ def test_gated_ema_keeps_values_on_a_skipped_step():
 
 
 class _CountFullSize(TorchDispatchMode):
-    """Counts ``where`` and ``clone`` calls whose output has at least ``numel`` elements."""
+    """Counts ``where`` and ``clone`` calls whose output has at least ``numel`` elements.
 
-    def __init__(self, numel: int):
+    A ``where`` that reads a gradient itself (storage in ``grads``) is the skip gate applied while the
+    stack is built, the copy the stack needs anyway; it is counted apart, in ``gated_copies``.
+    """
+
+    def __init__(self, numel: int, grads=()):
         super().__init__()
-        self.numel, self.calls = numel, []
+        self.numel, self.calls, self.gated_copies = numel, [], 0
+        self.grads = {g.untyped_storage().data_ptr() for g in grads}
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         name = func.overloadpacket.__name__
         if name in ("where", "clone") and isinstance(out, torch.Tensor) and out.numel() >= self.numel:
-            self.calls.append(name)
+            if name == "where" and args[1].untyped_storage().data_ptr() in self.grads:
+                self.gated_copies += 1
+            else:
+                self.calls.append(name)
         return out
 
 
@@ -81,9 +89,10 @@ def test_default_step_has_no_full_size_where_or_clone(name):
             p.grad = torch.randn(p.shape, generator=g)
         if t < 2:
             opt.step()
-    with _CountFullSize(48 * 32) as mode:
+    with _CountFullSize(48 * 32, [p.grad for p in mats]) as mode:
         opt.step()
     assert mode.calls == []
+    assert mode.gated_copies == 1  # the (32, 48) gradient, alone in its stack; the three small ones are concatenated
     # and the same counter does see the snapshot path: error feedback's residual is not gated
     opt = cls([{"params": mats}, {"params": [bias], "algorithm": "adamw"}], error_feedback=True)
     opt.step()
@@ -105,6 +114,42 @@ def test_a_skipped_step_is_still_skipped_with_the_gated_write():
     opt.step()
     assert torch.equal(W, before) and torch.equal(opt.state[W]["momentum"], M)
     assert opt.skipped_steps == 1
+
+
+@pytest.mark.parametrize("shape", [(6, 4), (128, 160)])  # concatenated, then gated / gated as they are stacked
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_a_stack_of_several_gradients_skips_and_otherwise_equals_the_ungated_step(shape, bad):
+    """Two gradients in one stack, on either side of shell._GATED_COPY_MIN: a non-finite entry in one of them
+    skips the step (weights and state kept, p.grad untouched), and the steps taken are bitwise those of a run
+    without the gate (nonfinite="propagate") that is given only the finite gradients."""
+    from muonlab.optim import shell
+
+    assert (shape[0] * shape[1] >= shell._GATED_COPY_MIN) is (shape == (128, 160))
+    g = torch.Generator().manual_seed(1)
+    W0 = [torch.randn(shape, generator=g) for _ in range(2)]
+    grads = [[torch.randn(shape, generator=g) for _ in range(2)] for _ in range(3)]
+    bad_grad = grads[1][1].clone()
+    bad_grad[-1, 2] = bad
+
+    def run(nonfinite, steps):
+        mats = [torch.nn.Parameter(w.clone()) for w in W0]
+        opt = muonlab.NAMOD([{"params": mats}], nonfinite=nonfinite)
+        for gs in steps:
+            for p, gr in zip(mats, gs):
+                p.grad = gr
+            before = [p.detach().clone() for p in mats], [opt.state[p].get("namo_d.v") for p in mats]
+            before = before[0], [None if v is None else v.clone() for v in before[1]]
+            opt.step()
+            if any(not gr.isfinite().all() for gr in gs):
+                assert all(torch.equal(p, q) for p, q in zip(mats, before[0]))
+                assert all(torch.equal(opt.state[p]["namo_d.v"], v) for p, v in zip(mats, before[1]))
+                assert torch.equal(mats[0].grad, gs[0]) and mats[1].grad[-1, 2].item() != 0
+        return mats, opt
+
+    skipped, opt = run("skip", [grads[0], [grads[1][0], bad_grad], grads[2]])
+    assert opt.skipped_steps == 1
+    ungated, _ = run("propagate", [grads[0], grads[2]])
+    assert all(torch.equal(p, q) for p, q in zip(skipped, ungated))
 
 
 @pytest.mark.parametrize("name", ["muon", "adamuon"])
