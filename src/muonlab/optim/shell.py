@@ -386,30 +386,7 @@ class ChainOptimizer(Optimizer):
             else self.as_matrices(DM.local(p.grad), group, c, shape)
             for p, c in zip(params, counts)
         ]
-        if gate is not None and all(g.dtype == dtype for g in grads) and (
-            len(grads) == 1 or sum(g.numel() for g in grads) >= _GATED_COPY_MIN * len(grads)
-        ):
-            # The gate applied as the stack is built: one pass per gradient instead of a copy and two
-            # in-place passes (cat + mul_ + nan_to_num_: 3.9 ms for four 1M-element gradients on the
-            # CPU of docs/BENCHMARKS.md, 2.2 ms this way).
-            if ("zero", dtype) not in memo:
-                memo["zero", dtype] = torch.zeros((), dtype=dtype, device=grads[0].device)
-            G = workspace.empty((sum(counts), *shape), dtype, grads[0].device)
-            for g, part in zip(grads, G.split(counts)):
-                torch.where(gate, g, memo["zero", dtype], out=part)
-        else:
-            if len(grads) == 1:
-                G = grads[0]
-            elif len({g.dtype for g in grads}) == 1:
-                G = torch.cat(grads, out=workspace.empty((sum(counts), *shape), grads[0].dtype, grads[0].device))
-            else:
-                G = torch.cat(grads)
-            G = G.to(dtype)
-            if gate is not None:
-                key = ("gate", G.dtype)
-                if key not in memo:
-                    memo[key] = gate.to(G.dtype)
-                G = _zero_if_skipped(G, memo[key], owned=G is not grads[0] or params[0].grad is None)
+        G = _stack_gradients(grads, counts, shape, dtype, gate, memo, owned=params[0].grad is None)
         # One cache per bucket: when the set of parameters with gradients changes, the stacks are
         # rebuilt from the per-parameter state and replace the old ones (nothing stale is kept).
         cache = self._stack_cache.setdefault(b.cache_key, {})
@@ -582,6 +559,43 @@ class ChainOptimizer(Optimizer):
             for key, value in saved.get(i, {}).items():
                 if isinstance(value, Tensor) and key in self.state[p]:
                     self.state[p][key] = value.to(device=p.device, copy=True)
+
+
+def _stack_gradients(
+    grads: list[Tensor], counts: list[int], shape: tuple[int, ...], dtype: torch.dtype, gate: Tensor | None,
+    memo: dict[tuple, Tensor], owned: bool,
+) -> Tensor:
+    """The bucket's gradients as one ``(k, *shape)`` stack in ``dtype``; zeros on a skipped step (``gate`` False).
+
+    A single gradient without a gate is used as a view (stages never write into ``stack.grad``).
+    ``owned``: a single gradient is a tensor of our own (a zero stand-in for a missing ``p.grad``).
+    """
+    if gate is not None and all(g.dtype == dtype for g in grads) and (
+        len(grads) == 1 or sum(g.numel() for g in grads) >= _GATED_COPY_MIN * len(grads)
+    ):
+        # The gate applied as the stack is built: one pass per gradient instead of a copy and two
+        # in-place passes (cat + mul_ + nan_to_num_: 3.9 ms for four 1M-element gradients on the
+        # CPU of docs/BENCHMARKS.md, 2.2 ms this way).
+        key = ("zero", dtype, grads[0].device)
+        if key not in memo:
+            memo[key] = torch.zeros((), dtype=dtype, device=grads[0].device)
+        G = workspace.empty((sum(counts), *shape), dtype, grads[0].device)
+        for g, part in zip(grads, G.split(counts)):
+            torch.where(gate, g, memo[key], out=part)
+        return G
+    if len(grads) == 1:
+        G = grads[0]
+    elif len({g.dtype for g in grads}) == 1:
+        G = torch.cat(grads, out=workspace.empty((sum(counts), *shape), grads[0].dtype, grads[0].device))
+    else:
+        G = torch.cat(grads)
+    G = G.to(dtype)
+    if gate is None:
+        return G
+    key = ("gate", G.dtype, G.device)
+    if key not in memo:
+        memo[key] = gate.to(G.dtype)
+    return _zero_if_skipped(G, memo[key], owned=G is not grads[0] or owned)
 
 
 def _zero_if_skipped(G: Tensor, gate: Tensor, owned: bool) -> Tensor:
