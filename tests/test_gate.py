@@ -93,10 +93,16 @@ def test_default_step_has_no_full_size_where_or_clone(name):
         opt.step()
     assert mode.calls == []
     assert mode.gated_copies == 1  # the (32, 48) gradient, alone in its stack; the three small ones are concatenated
-    # and the same counter does see the snapshot path: error feedback's residual is not gated
+    # nor with error feedback, whose residual is gated too
     opt = cls([{"params": mats}, {"params": [bias], "algorithm": "adamw"}], error_feedback=True)
     opt.step()
-    with _CountFullSize(48 * 32) as mode:
+    with _CountFullSize(48 * 32, [p.grad for p in mats]) as mode:
+        opt.step()
+    assert mode.calls == []
+    # and the same counter does see the snapshot path: schedule-free's z is restored by a where()
+    opt = muonlab.SFNorMuon([{"params": mats}, {"params": [bias], "algorithm": "adamw"}])
+    opt.step()
+    with _CountFullSize(48 * 32, [p.grad for p in mats]) as mode:
         opt.step()
     assert "clone" in mode.calls and "where" in mode.calls
 

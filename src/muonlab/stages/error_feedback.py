@@ -39,6 +39,7 @@ from collections.abc import Callable
 
 import torch
 
+from ..orth import workspace
 from .base import Stack
 
 #: state key of the residual E (same shape as the matrix view)
@@ -59,14 +60,18 @@ def accumulate_error(stack: Stack) -> None:
     """
     if not enabled(stack.group):
         return
-    E = stack.buffer(ERROR_KEY)  # (k, m, n)
-    E.add_(stack.hp("lr") * stack.update)
+    # Gated: on a skipped step lr counts as 0 here and the projection as 0 in keep_residual, so E is
+    # left as it was without a snapshot of it (a copy and a restoring where() over E every step).
+    E = stack.buffer(ERROR_KEY, gated=True)  # (k, m, n)
+    lr, take = stack.hp("lr"), stack.take(1.0, E)
+    E.addcmul_(stack.update, lr if isinstance(take, float) else lr * take)  # P = E + lr U, in one pass
     # The direction stages get P / ||P||_F, not P: Newton-Schulz normalises by ||X||_F + eps, and that
     # eps would make the compressor not quite positively homogeneous (C(cP) != c C(P) at small ||P||),
     # which EF's analysis assumes and an lr schedule would feel (first move not exactly proportional
     # to lr). Every direction stage is invariant to a positive scale of its input otherwise.
     (norm,) = stack.norms((E, (-2, -1)))  # (k,), overflow-safe
-    stack.update = E / stack.per_item(torch.where(norm > 0, norm, 1.0))  # a new tensor: E stays P
+    scale = stack.per_item(torch.where(norm > 0, norm, 1.0))
+    stack.update = torch.div(E, scale, out=workspace.out_like(E))  # a new tensor: E stays P
 
 
 def _shape_of_step(stack: Stack) -> torch.Tensor | None:
@@ -91,13 +96,18 @@ def keep_residual(stack: Stack) -> None:
     """
     if not enabled(stack.group):
         return
-    P, D = stack.buffer(ERROR_KEY), stack.update  # (k, m, n) each
+    P, D = stack.buffer(ERROR_KEY, gated=True), stack.update  # (k, m, n) each
     shape = _shape_of_step(stack)
     if shape is not None:  # per-row / per-column step sizes are part of the direction
-        D = D * shape
-    num, den = stack.sums((P * D, (-2, -1)), (D * D, (-2, -1)))  # (k,) each, one reduction
+        D = torch.mul(D, shape, out=workspace.out_like(D))
+    # The products go into the step's workspace: fresh full-size temporaries cost page faults on CPU.
+    PD, DD = torch.mul(P, D, out=workspace.out_like(P)), torch.mul(D, D, out=workspace.out_like(D))
+    num, den = stack.sums((PD, (-2, -1)), (DD, (-2, -1)))  # (k,) each, one reduction
     a = torch.where(den > 0, num / torch.where(den > 0, den, 1.0), 0.0)  # a zero direction: step 0
-    D = stack.per_item(a) * D
+    take = stack.take(1.0, a)
+    if not isinstance(take, float):
+        a = a * take  # a skipped step projects nothing: E (= P there) stays
+    D = torch.mul(stack.per_item(a), D, out=workspace.out_like(D))
     P.sub_(D)  # the buffer now holds the residual E
     stack.update = D
     stack.step_size = 1.0
