@@ -7,6 +7,8 @@ applies the composed polynomial to the singular values of the SVD.
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -137,6 +139,32 @@ def test_gram_equals_newton_schulz_fp64(name, shape, steps, restarts):
     X = gaussian(*shape, seed=3)
     Y = orth.gram_newton_schulz(X, name, steps, restarts=restarts)
     assert (Y - orth.newton_schulz(X, name, steps)).abs().max() < 1e-12
+
+
+@pytest.mark.parametrize("pooled", [False, True])
+def test_gram_result_is_laid_out_as_its_input(pooled):
+    """A tall stack's result is contiguous in the tall layout, not the transposed view of the wide iterate (an
+    elementwise op with the parameters would read it strided), in a workspace session or not; the functional
+    form (what torch.compile traces) computes the same products; values as the fp64 NS (to 1e-12: BLAS may sum
+    the transposed product in another order)."""
+    from muonlab.orth.gram import _iterate_functional, _iterate_in_buffers
+    from muonlab.orth.schedules import get_schedule
+    from muonlab.orth.workspace import Workspace
+
+    for shape in [(3, 90, 32), (3, 32, 90), (200, 64)]:
+        X = gaussian(*shape, seed=7)
+        with Workspace().session() if pooled else contextlib.nullcontext():
+            Y = orth.gram_newton_schulz(X, "jordan", 5)
+        assert Y.shape == X.shape and Y.is_contiguous()
+        assert (Y - orth.newton_schulz(X, "jordan", 5)).abs().max() < 1e-12
+    W = gaussian(2, 32, 90, seed=8)
+    W = W / torch.linalg.matrix_norm(W, keepdim=True)  # the iteration's input is normalized
+    eye = torch.eye(32, dtype=F64).expand(2, 32, 32)
+    triples = get_schedule("jordan")[0]
+    tall = _iterate_in_buffers(W.clone(), eye, triples, 5, {2}, tall=True)
+    assert tall.shape == (2, 90, 32) and tall.is_contiguous()
+    assert (_iterate_functional(W.clone(), eye, triples, 5, {2}, tall=True) - tall).abs().max() < 1e-12
+    assert (_iterate_in_buffers(W.clone(), eye, triples, 5, {2}).mT - tall).abs().max() < 1e-12  # the wide result
 
 
 def test_gram_square_falls_back():

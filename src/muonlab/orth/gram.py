@@ -105,17 +105,29 @@ def gram_newton_schulz(
     eye = torch.eye(k, dtype=Y.dtype, device=Y.device).expand(Y.shape[0], k, k)
 
     if torch.compiler.is_compiling():  # the same products, buffers left to the compiler (out= breaks graphs)
-        Y = _iterate_functional(Y, eye, triples, steps, restart_set)
+        Y = _iterate_functional(Y, eye, triples, steps, restart_set, transposed)
     else:
-        Y = _iterate_in_buffers(Y, eye, triples, steps, restart_set)
-    Y = Y.reshape(*lead, k, K)
-    if transposed:
-        Y = Y.mT
-    return Y.to(out_dtype)
+        Y = _iterate_in_buffers(Y, eye, triples, steps, restart_set, transposed)
+    return Y.reshape(*lead, *((K, k) if transposed else (k, K))).to(out_dtype)
 
 
-def _iterate_functional(Y: Tensor, eye: Tensor, triples: Sequence[Triple], steps: int, restart_set: set[int]) -> Tensor:
-    """The Gram iteration on ``Y`` (B, k, K) in out-of-place form; returns ``Q Y``."""
+def _final_product(Q: Tensor, Y: Tensor, tall: bool, out: Tensor | None = None) -> Tensor:
+    """``Q Y`` (B, k, K); for a tall input as ``(Q Y)^T = Y^T Q^T`` (B, K, k), contiguous in the input's layout.
+
+    A tall result handed back as the transposed view of a wide one would make every elementwise op
+    between it and the parameters (the write, error feedback's projections) read one side strided:
+    3.5x slower on CPU for a (4, 1024, 256) stack (docs/BENCHMARKS.md). BLAS takes the transposed
+    operands as they are, so the product costs the same either way (the sums' order may differ).
+    """
+    if tall:
+        return torch.bmm(Y.mT, Q.mT, out=out)
+    return torch.bmm(Q, Y, out=out)
+
+
+def _iterate_functional(
+    Y: Tensor, eye: Tensor, triples: Sequence[Triple], steps: int, restart_set: set[int], tall: bool = False,
+) -> Tensor:
+    """The Gram iteration on ``Y`` (B, k, K) in out-of-place form; returns ``Q Y`` (``tall``: its transpose)."""
     R = torch.bmm(Y, Y.mT)  # (B, k, k)
     Q: Tensor | None = None
     for t in range(steps):
@@ -131,10 +143,12 @@ def _iterate_functional(Y: Tensor, eye: Tensor, triples: Sequence[Triple], steps
             RZ = torch.baddbmm(R, R, Z, beta=a, alpha=1.0)  # R (Z + aI)
             R = torch.baddbmm(RZ, Z, RZ, beta=a, alpha=1.0)  # (Z + aI) R (Z + aI)
     assert Q is not None  # steps >= 1 here
-    return torch.bmm(Q, Y)
+    return _final_product(Q, Y, tall)
 
 
-def _iterate_in_buffers(Y: Tensor, eye: Tensor, triples: Sequence[Triple], steps: int, restart_set: set[int]) -> Tensor:
+def _iterate_in_buffers(
+    Y: Tensor, eye: Tensor, triples: Sequence[Triple], steps: int, restart_set: set[int], tall: bool = False,
+) -> Tensor:
     """:func:`_iterate_functional` with the same products into five (B, k, k) buffers and one more (B, k, K).
 
     The buffers come from the optimizer step's workspace when one is open (pages that stay mapped
@@ -167,4 +181,5 @@ def _iterate_in_buffers(Y: Tensor, eye: Tensor, triples: Sequence[Triple], steps
         if t < steps - 1 and (t + 1) not in restart_set:
             torch.baddbmm(R, R, Z, beta=a, alpha=1.0, out=RZ)  # R (Z + aI)
             torch.baddbmm(RZ, Z, RZ, beta=a, alpha=1.0, out=R)  # (Z + aI) R (Z + aI): R is free again
-    return torch.bmm(Q, Y, out=Y2)
+    # Y2 is free and contiguous here: for a tall result its memory takes the (B, K, k) layout
+    return _final_product(Q, Y, tall, out=Y2.view(Y.shape[0], Y.shape[2], Y.shape[1]) if tall else Y2)
