@@ -167,6 +167,20 @@ def test_gram_result_is_laid_out_as_its_input(pooled):
     assert (_iterate_in_buffers(W.clone(), eye, triples, 5, {2}).mT - tall).abs().max() < 1e-12  # the wide result
 
 
+@pytest.mark.parametrize("known_norm", [False, True])
+@pytest.mark.parametrize("numel", ["small", "large"])  # normalize's fp64 form and its scaled form
+def test_low_precision_ns_result_is_laid_out_as_its_input(known_norm, numel):
+    """The bf16 iteration of a tall stack (the GPU default) keeps the input's layout through the cast, so the
+    result is contiguous, not a transposed view (a regression: the cast copy was laid out wide); values as the
+    fp32 iteration to bf16 accuracy."""
+    shape = (2, 96, 32) if numel == "small" else (2, 1536, 128)
+    X = gaussian(*shape, seed=9, dtype=torch.float32)
+    norm = torch.linalg.matrix_norm(X) if known_norm else None
+    Y = orth.newton_schulz(X, "jordan", 5, dtype=torch.bfloat16, norm=norm)
+    assert Y.dtype == torch.float32 and Y.is_contiguous()
+    assert rel_err(Y, orth.newton_schulz(X, "jordan", 5)) < 0.02
+
+
 def test_gram_square_falls_back():
     """Square input: Gram-NS returns exactly the NS result."""
     X = gaussian(40, 40, seed=4)

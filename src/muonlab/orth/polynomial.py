@@ -83,10 +83,10 @@ def normalize(
         denom = torch.where(denom > 0, denom, torch.ones_like(denom))
         if torch.compiler.is_compiling():
             return (Xn / denom).to(out_dtype)
-        # Never into X itself; in X's layout when the dtype stays (a tall stack's wide view is a
-        # transposed one: a contiguous result would cost a transposing pass), as the computed form does.
-        out = workspace.empty_like(Xn) if out_dtype == Xn.dtype else workspace.empty(Xn.shape, out_dtype, X.device)
-        return torch.div(Xn, denom, out=out)
+        # Never into X itself; in X's layout (a tall stack's wide view is a transposed one: a contiguous
+        # result would cost a transposing pass, and the iterates and the result would come back as a
+        # transposed view of the tall stack), as the computed form does.
+        return torch.div(Xn, denom, out=workspace.empty_like(Xn, out_dtype))
     if Xn.numel() <= WIDEN_NORMALIZE_MAX_NUMEL and widened_dtype(Xn) != Xn.dtype:
         return _normalize_widened(Xn, prescale, eps, out_dtype)
     # max|x| from |X| in the buffer that then takes the scaled copy: X is read twice rather than three
@@ -104,7 +104,7 @@ def normalize(
     denom = denom.clamp_(min=torch.finfo(denom.dtype).tiny)
     if torch.compiler.is_compiling():  # the compiler plans its own buffers; out= on a strided view breaks the graph
         return (Xs / denom).to(out_dtype)
-    out = Xs if out_dtype == Xs.dtype else workspace.empty(Xn.shape, out_dtype, X.device)
+    out = Xs if out_dtype == Xs.dtype else workspace.empty_like(Xn, out_dtype)  # in X's layout, as above
     return torch.div(Xs, denom, out=out)
 
 
@@ -125,7 +125,7 @@ def _normalize_widened(Xn: Tensor, prescale: float, eps: float, out_dtype: torch
     denom = denom.clamp_(min=torch.finfo(torch.float64).tiny)  # a zero matrix with eps = 0 stays zero
     if torch.compiler.is_compiling():
         return (D / denom).to(out_dtype)
-    out = workspace.empty_like(Xn) if out_dtype == Xn.dtype else workspace.empty(Xn.shape, out_dtype, Xn.device)
+    out = workspace.empty_like(Xn, out_dtype)  # in X's layout (see normalize)
     # Divided in fp64 and rounded once by the copy: torch.div(D, denom, out=<fp32>) gives the same values
     # but runs TensorIterator's mixed-dtype loop, 3.5x (contiguous) to 20x (transposed) slower on CPU.
     return out.copy_(D.div_(denom))
