@@ -13,7 +13,8 @@ a perfectly representable number. :func:`safe_norm` avoids both in one of two wa
   scaled by a power of two ``s = 2^-e`` with ``max|x| = f 2^e``, ``f`` in ``[0.5, 1)``, so that its
   largest entry lies in ``[0.5, 1)``; the norm is taken there and divided by ``s``. Multiplying by a
   power of two is exact, so for inputs whose squares neither overflow nor underflow the result is
-  bitwise ``X.square().sum().sqrt()``; for the others it is the correctly scaled value (the classical
+  bitwise the plain norm (``vector_norm(X)`` for norms over the last dim, which it then computes with,
+  ``X.square().sum().sqrt()`` for the columns); for the others it is the correctly scaled value (the classical
   remedy of LAPACK's ``xNRM2``, Blue, "A Portable Fortran Program to Find the Euclidean Norm of a
   Vector", ACM TOMS 4(1), 1978).
 
@@ -119,9 +120,14 @@ def scaled_norm(X: Tensor, dims: tuple[int, ...], keepdim: bool = False, *, scra
 
     ``scratch``: a tensor of ``X``'s shape and dtype for ``|X|`` (overwritten).
     """
-    # X is read once (into |X|); the other four passes run over the temporary while it is in cache.
+    # X is read once (into |X|); the other passes run over the temporary while it is in cache.
     # |x| 2^-e squares exactly as x 2^-e does.
     A = torch.abs(X) if scratch is None else torch.abs(X, out=scratch)
     s = pow2_scale(A.amax(dims, keepdim=True))
-    norm = A.mul_(s).square_().sum(dims, keepdim=True).sqrt_().div_(s)
+    if X.dim() - 1 in {d % X.dim() for d in dims}:
+        # Over the last dim vector_norm squares and sums in one vectorized pass: 0.78x square_ + sum on CPU
+        # for a (4, 1024, 256) stack (docs/BENCHMARKS.md); bitwise vector_norm(X) in range.
+        norm = torch.linalg.vector_norm(A.mul_(s), dim=dims, keepdim=True).div_(s)
+    else:
+        norm = A.mul_(s).square_().sum(dims, keepdim=True).sqrt_().div_(s)
     return norm if keepdim else norm.squeeze(dims) if dims else norm
