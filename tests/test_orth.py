@@ -181,6 +181,15 @@ def test_low_precision_ns_result_is_laid_out_as_its_input(known_norm, numel):
     assert rel_err(Y, orth.newton_schulz(X, "jordan", 5)) < 0.02
 
 
+@pytest.mark.parametrize("name", orth.available())
+def test_every_orthogonalizer_returns_a_tall_result_in_its_layout(name):
+    """Every registry entry gives a tall stack's result back contiguous (as its input), in fp32 and bf16 compute."""
+    X = gaussian(2, 96, 32, seed=10, dtype=torch.float32)
+    for dtype in (None, torch.bfloat16):
+        Y = orth.resolve(name)(X, 5, dtype)
+        assert Y.shape == X.shape and Y.dtype == X.dtype and Y.is_contiguous(), dtype
+
+
 def test_gram_square_falls_back():
     """Square input: Gram-NS returns exactly the NS result."""
     X = gaussian(40, 40, seed=4)

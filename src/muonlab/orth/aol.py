@@ -113,11 +113,15 @@ def aol_newton_schulz(
     compute = dtype if dtype is not None else out_dtype
     Y = (Y * s.unsqueeze(-1)).to(compute)
     A = (A * s.unsqueeze(-1) * s.unsqueeze(-2)).to(compute)
+    # The iterates keep Y's layout (a tall input's wide view is a transposed one; BLAS writes the transposed
+    # product), so a tall result comes back contiguous rather than as the transposed view of a wide one,
+    # which elementwise ops with the parameters would read strided (docs/BENCHMARKS.md).
+    like = (lambda T: None) if torch.compiler.is_compiling() else torch.empty_like  # out=None: functional
     for t, (a, b, c) in enumerate(turbo_coefficients(steps, schedule)):
         if t > 0:
             A = torch.bmm(Y, Y.mT)
         B = b * A if c == 0.0 else torch.baddbmm(A, A, A, beta=b, alpha=c)  # b*A + c*A@A
-        Y = torch.baddbmm(Y, B, Y, beta=a, alpha=1.0)  # a*X + B@X
+        Y = torch.baddbmm(Y, B, Y, beta=a, alpha=1.0, out=like(Y))  # a*X + B@X
     Y = Y.reshape(*lead, k, K)
     if transposed:
         Y = Y.mT
