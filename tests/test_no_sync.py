@@ -13,6 +13,7 @@ import contextlib
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import muonlab
 
@@ -28,9 +29,19 @@ class HostSync(AssertionError):
     pass
 
 
+class _NoScalarReads(TorchDispatchMode):
+    """Raises on ``aten._local_scalar_dense``, the op behind every read of a tensor's value into a host scalar,
+    also when a torch kernel does it internally (``_foreach_add_(tensors, <0-D tensor>)`` on CPU did)."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default:
+            raise HostSync(f"{func} (a tensor read into a host scalar) inside step()")
+        return func(*args, **(kwargs or {}))
+
+
 @contextlib.contextmanager
 def no_host_sync():
-    """Make every syncing Tensor method raise ``HostSync`` inside the block."""
+    """Make every syncing Tensor method, and any scalar read by a kernel, raise ``HostSync`` inside the block."""
     saved = {name: getattr(torch.Tensor, name) for name in SYNCING}
 
     def forbid(name):
@@ -41,7 +52,8 @@ def no_host_sync():
     try:
         for name in SYNCING:
             setattr(torch.Tensor, name, forbid(name))
-        yield
+        with _NoScalarReads():
+            yield
     finally:
         for name, fn in saved.items():
             setattr(torch.Tensor, name, fn)
@@ -63,6 +75,8 @@ def test_the_patch_catches_a_sync():
         for call in (t.item, lambda: bool(t), lambda: float(t), t.tolist, t.cpu):
             with pytest.raises(HostSync):
                 call()
+        with pytest.raises(HostSync):  # a read inside a kernel (the dispatch-level check)
+            torch.ops.aten._local_scalar_dense(t)
     assert t.item() == 1.0
 
 

@@ -132,7 +132,9 @@ def adamw_inplace(
     if gate is None:
         torch._foreach_add_(steps, 1.0)
     else:
-        torch._foreach_add_(steps, gate.to(steps[0].dtype))
+        # A list of the 0-D flag, not the flag itself: _foreach_add_(tensors, <0-D tensor>) reads it into a
+        # host scalar (.item()) on CPU, which on a device would be a sync; the list form adds it on the device.
+        torch._foreach_add_(steps, [gate.to(steps[0].dtype)] * len(steps))
         found_inf = (~gate).to(torch.float32)  # the kernel reads a float flag: 1.0 = skip
     torch._fused_adamw_(
         params, g, exp_avgs, exp_avg_sqs, [], steps,
