@@ -145,3 +145,25 @@ def test_gpu_check_script_parses_and_names_what_exists():
     assert files and all((root / f).is_file() for f in files)
     sets = set(re.findall(r"--set ([\w-]+)", text))
     assert sets and sets <= set(NAMED) | {"gpt"}
+
+
+def test_perf_train_times_the_step_inside_a_training_loop(capsys):
+    """`muonlab perf --train`: every optimizer trains its own GPT copy; the table has one row per optimizer with
+    positive times, a share in (0, 1) and the base paired against itself at exactly 1; bad options are one line."""
+    from muonlab import perf_train
+    from muonlab.bench.overrides import ConfigError
+    from muonlab.cli import main as cli_main
+
+    res = perf_train.run(["muon", "namo", "ngnm"], d=16, layers=1, heads=2, vocab=32, seq=8, batch=2, rounds=3, warmup=1)
+    assert list(res["rows"]) == ["muon", "namo", "ngnm"] and res["base"] == "muon"
+    for row in res["rows"].values():
+        assert row["step_ms"] > 0 and row["fb_ms"] > 0 and 0 < row["share"] < 1
+    assert res["rows"]["muon"]["vs_first"] == (1.0, 1.0, 1.0)
+    assert "| namo |" in perf_train.report(res)
+    assert cli_main(["perf", "--train", "--d", "16", "--layers", "1", "--heads", "2", "--vocab", "32", "--seq", "8",
+                     "--batch", "2", "--rounds", "2", "--warmup", "0", "--optimizers", "muon,adamw"]) == 0
+    assert "| adamw |" in capsys.readouterr().out
+    for kwargs in (dict(optimizers=["nope"]), dict(optimizers=["muon"], d=30, heads=4), dict(optimizers=["muon"], rounds=0)):
+        opts = kwargs.pop("optimizers")
+        with pytest.raises(ConfigError):
+            perf_train.run(opts, **kwargs)

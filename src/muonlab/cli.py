@@ -9,8 +9,9 @@
   confidence intervals and verdicts (``muonlab.bench.claims``).
 * ``list``: the registered optimizers and tasks and the shipped configs.
 * ``curvature ...``: the curvature diagnostics (``muonlab.bench.curvature``), imported lazily.
-* ``perf [--nproc W1,W2,...] ...``: optimizer step time, one process (``muonlab.perf``) or, with
-  ``--nproc``, on W gloo ranks per world size (``muonlab.perf_dist``); other options pass through.
+* ``perf [--nproc W1,W2,... | --train] ...``: optimizer step time, one process (``muonlab.perf``), with
+  ``--nproc`` on W gloo ranks per world size (``muonlab.perf_dist``), with ``--train`` inside a training
+  loop of a small GPT (``muonlab.perf_train``); other options pass through.
 * ``probes [--optimizers a,b] [--json]``: the failure probes (``muonlab.probes``), optimizers x
   probes, ✓ / ✗ with the reason of each failure; exit status 1 if any failed.
 
@@ -129,6 +130,8 @@ def _add_perf(sub: argparse._SubParsersAction) -> None:
                        description="Step-time benchmarks; options of python -m muonlab.perf / muonlab.perf_dist.")
     p.add_argument("--nproc", default=None, metavar="W1,W2,...",
                    help="world sizes: run muonlab.perf_dist (local / replicated / sharded modes on gloo ranks)")
+    p.add_argument("--train", action="store_true",
+                   help="time step() inside a training loop of a small GPT (muonlab.perf_train)")
 
 
 def _check_world_sizes(value: str) -> None:
@@ -142,7 +145,15 @@ def _check_world_sizes(value: str) -> None:
 def cmd_perf(args: argparse.Namespace, rest: Sequence[str]) -> int:
     if args.nproc is not None:
         _check_world_sizes(args.nproc)
-    if args.nproc is None:
+    if args.train:
+        if args.nproc is not None:
+            from muonlab.bench.overrides import ConfigError
+
+            raise ConfigError("perf: --train and --nproc do not go together (the training loop runs in one process)")
+        from muonlab import perf_train
+
+        perf_train.main(list(rest), parser_class=_Parser, prog="muonlab perf --train")
+    elif args.nproc is None:
         from muonlab import perf
 
         perf.main(list(rest), parser_class=_Parser, prog="muonlab perf")
