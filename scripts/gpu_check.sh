@@ -8,8 +8,8 @@
 #   DEVICE=cpu QUICK=1 bash scripts/gpu_check.sh   # a dry run of the script itself on a CPU
 #
 # Writes (at most 8 files, as the device tool brings back): env.txt (machine, torch, commit),
-# tests.log, norm_forms.md (norms_bench --forms), perf.md (every table, in order) and perf-json.tgz
-# (the runs' --json files).
+# tests.log, norm_forms.md (norms_bench --forms), perf_train.md (perf --train: the step inside GPT-2-small
+# training), perf.md (every table, in order) and perf-json.tgz (the runs' --json files).
 set -u
 BUDGET=${BUDGET:-500}  # seconds for the whole script: later runs are skipped (and said so) once it is spent
 deadline=$((SECONDS + BUDGET))
@@ -44,7 +44,19 @@ grep -E "passed|failed|error" "$OUT/tests.log" >>"$OUT/env.txt"
 timeout "$(cap 60)" $PY -m muonlab.orth.norms_bench --forms --device "$DEVICE" --repeats "$([ "${QUICK:-0}" = 1 ] && echo 2 || echo 30)" \
     >"$OUT/norm_forms.md" 2>&1 || echo "(exit $? for the forms)" >>"$OUT/norm_forms.md"
 
-# 3. perf, one set per run (a run's candidates are interleaved round-robin in one process).
+# 3. The optimizer's share of a GPT-2-small training step (fp32, batch 8 x 1024 tokens): perf --train, each
+#    optimizer training its own copy of the model.
+if [ "${QUICK:-0}" = 1 ]; then
+    train="--d 32 --layers 1 --heads 2 --vocab 64 --seq 16 --batch 2 --rounds 2 --warmup 1"
+else
+    train="--d 768 --layers 12 --heads 12 --vocab 50304 --seq 1024 --batch 8 --rounds 10 --warmup 3"
+fi
+echo "## muonlab perf --train --device $DEVICE $train --optimizers muon,namo,namo-d,adamw" >"$OUT/perf_train.md"
+# shellcheck disable=SC2086  # the arguments are meant to split
+timeout "$(cap 90)" $PY -m muonlab perf --train --device "$DEVICE" $train --optimizers muon,namo,namo-d,adamw \
+    >>"$OUT/perf_train.md" 2>&1 || echo "(exit $? for the training loop)" >>"$OUT/perf_train.md"
+
+# 4. perf, one set per run (a run's candidates are interleaved round-robin in one process).
 if [ "${QUICK:-0}" = 1 ]; then
     runs=("--set gpt --d 64 --layers 2 --steps 3 --warmup 1 --only muonlab.Muon,fp32")
 else
